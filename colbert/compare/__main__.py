@@ -1,0 +1,5 @@
+import sys
+
+from colbert.compare.cli import main
+
+sys.exit(main())

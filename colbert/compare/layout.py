@@ -1,0 +1,247 @@
+"""What is in a run folder: every comparable artifact, its pairing key, its stage and its place in order.
+
+A run is a tap folder, an index folder (colbert-ai 0.2.22 layout), or an index folder holding `tap/`.
+Tap file names are parsed against the stage registry (colbert/tap/stages.py) and accepted only if
+`artifact_filename` gives the same name back, so the registry stays the one source of naming.
+Index files are mapped onto the stage they hold, so a tap `codes_0.pt` and an index `0.codes.pt`
+share the key `codes_0` and can be paired when one side has only one of them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from colbert.tap.stages import STAGES, artifact_filename, stage_index
+
+# Names used in the maintainer's hand-made taps (spec §7) for stages the registry names differently.
+ALIASES = {"sampled_pids": "sample_pids"}
+
+INDEX_MARKERS = ("plan.json", "metadata.json", "ivf.pid.pt", "buckets.pt")
+SOURCE_RANK = {"tap": 0, "index": 1, "other": 2}
+GROUP_STAGE, GROUP_OTHER_PT, GROUP_JSON, GROUP_FILE = 0, 1, 2, 3
+
+
+@dataclass
+class Artifact:
+    key: str  # pairs A with B
+    path: Path
+    source: str  # tap | index | other
+    kind: str  # pt | json | doclens | file
+    stage: str | None = None
+    element: int | None = None  # index files that hold a tuple: which element is this stage
+    ctx: dict = field(default_factory=dict)  # rank, chunk, site, group, batch, layer
+    rel: str = ""  # path relative to the run root, for display
+
+    @property
+    def display(self) -> str:
+        return self.rel + (f"[{self.element}]" if self.element is not None else "")
+
+    def order(self) -> tuple:
+        c = self.ctx
+        if self.stage is not None:
+            group = GROUP_STAGE
+            stage_pos = stage_index(self.stage)
+        else:
+            group = {"pt": GROUP_OTHER_PT, "json": GROUP_JSON}.get(self.kind, GROUP_FILE)
+            stage_pos = _json_position(self.path.name) if group == GROUP_JSON else 0
+        return (group, stage_pos, c.get("chunk", -1), _site_order(c.get("site")), c.get("group", -1),
+                c.get("batch", -1), c.get("layer", -1), c.get("rank", -1), SOURCE_RANK.get(self.source, 3),
+                _natural(self.key), self.element if self.element is not None else -1)
+
+
+def _json_position(name: str) -> int:
+    """Index JSON in the order upstream writes it: plan (setup), chunk metadata (index), metadata (finalize)."""
+    if name == "plan.json":
+        return 0
+    if re.fullmatch(r"\d+\.metadata\.json", name):
+        return 1
+    return {"metadata.json": 2, "manifest.json": 3}.get(name, 4)
+
+
+def _natural(s: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s))
+
+
+def _site_order(site: str | None) -> tuple:
+    if site is None:
+        return (-1, 0, "")
+    if site == "sample":
+        return (0, 0, "")
+    m = re.fullmatch(r"chunk(\d+)", site)
+    if m:
+        return (1, int(m.group(1)), "")
+    return (2, 0, site)
+
+
+_SITE = r"(?P<site>[A-Za-z]+\d*)"
+_RANK = r"(?:\.rank(?P<rank>\d+))?"
+_SCOPE_PATTERNS = {
+    "global": "",
+    "rank": _RANK,
+    "chunk": r"_(?P<chunk>\d+)",
+    "group": rf"_{_SITE}_(?P<group>\d+){_RANK}",
+    "layer": rf"_{_SITE}_(?P<group>\d+)_b(?P<batch>\d+)_l(?P<layer>\d+){_RANK}",
+}
+_TAP_REGEXES = [(s.name, re.compile(re.escape(s.name) + _SCOPE_PATTERNS[s.scope] + r"\.pt")) for s in STAGES]
+
+
+def parse_tap_name(filename: str) -> tuple[str, dict] | None:
+    """(stage, ctx) for a registry-named tap file, else None."""
+    stem = filename[:-3] if filename.endswith(".pt") else filename
+    if stem in ALIASES:
+        return ALIASES[stem], {}
+    hits = []
+    for name, rx in _TAP_REGEXES:
+        m = rx.fullmatch(filename)
+        if not m:
+            continue
+        ctx = {k: (v if k == "site" else int(v)) for k, v in m.groupdict().items() if v is not None}
+        nranks = 2 if "rank" in ctx else 1
+        try:
+            again = artifact_filename(name, rank=ctx.get("rank", 0), nranks=nranks, chunk=ctx.get("chunk"),
+                                      site=ctx.get("site"), group=ctx.get("group"), batch=ctx.get("batch"),
+                                      layer=ctx.get("layer"))
+        except Exception:  # a registry change we do not know about: treat the file as unnamed
+            continue
+        if again == filename:
+            hits.append((name, ctx))
+    if not hits:
+        return None
+    return max(hits, key=lambda h: len(h[0]))
+
+
+_INDEX_CHUNK = [
+    (re.compile(r"(\d+)\.codes\.pt"), "codes", "pt"),
+    (re.compile(r"(\d+)\.residuals\.pt"), "residuals", "pt"),
+    (re.compile(r"doclens\.(\d+)\.json"), "doclens", "doclens"),
+]
+_INDEX_TUPLES = {"buckets.pt": ("bucket_cutoffs", "bucket_weights"), "ivf.pid.pt": ("pid_ivf", "pid_ivf_lengths")}
+_INDEX_SINGLE = {"centroids.pt": "centroids", "avg_residual.pt": "avg_residual"}
+
+
+def _index_artifacts(path: Path, rel: str) -> list[Artifact] | None:
+    name = path.name
+    if name in _INDEX_TUPLES:
+        return [Artifact(stage, path, "index", "pt", stage, i, {}, rel) for i, stage in enumerate(_INDEX_TUPLES[name])]
+    if name in _INDEX_SINGLE:
+        st = _INDEX_SINGLE[name]
+        return [Artifact(st, path, "index", "pt", st, None, {}, rel)]
+    for rx, stage, kind in _INDEX_CHUNK:
+        m = rx.fullmatch(name)
+        if m:
+            chunk = int(m.group(1))
+            return [Artifact(f"{stage}_{chunk}", path, "index", kind, stage, None, {"chunk": chunk}, rel)]
+    return None
+
+
+def looks_like_index(folder: Path) -> bool:
+    return any((folder / m).exists() for m in INDEX_MARKERS) or any(folder.glob("*.codes.pt"))
+
+
+@dataclass
+class RunLayout:
+    root: Path
+    artifacts: list[Artifact]
+    is_index: bool
+    has_tap: bool
+
+    def by_key(self) -> dict[str, list[Artifact]]:
+        out: dict[str, list[Artifact]] = {}
+        for a in self.artifacts:
+            out.setdefault(a.key, []).append(a)
+        return out
+
+    def find(self, key: str, prefer_source: str | None = None) -> Artifact | None:
+        cands = [a for a in self.artifacts if a.key == key]
+        if not cands:
+            return None
+        for a in cands:
+            if a.source == prefer_source:
+                return a
+        return cands[0]
+
+
+def scan_run(root: str | Path) -> RunLayout:
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder (give a tap folder or an index folder)")
+    is_index = looks_like_index(root)
+    folders = [root]
+    tap_dir = root / "tap"
+    if tap_dir.is_dir():
+        folders.append(tap_dir)
+    artifacts: list[Artifact] = []
+    seen_keys: set[tuple[str, str]] = set()
+    has_tap = False
+    for folder in folders:
+        in_tap_dir = folder != root
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            rel = str(path.relative_to(root))
+            found = _classify(path, rel, in_tap_dir, is_index)
+            for art in found:
+                if (art.key, art.source) in seen_keys:  # e.g. the same tap file at the root and in tap/
+                    art.key = f"{folder.name}/{art.key}"
+                seen_keys.add((art.key, art.source))
+                has_tap = has_tap or art.source == "tap"
+                artifacts.append(art)
+    artifacts.sort(key=Artifact.order)
+    return RunLayout(root, artifacts, is_index, has_tap)
+
+
+def _classify(path: Path, rel: str, in_tap_dir: bool, is_index: bool) -> list[Artifact]:
+    name = path.name
+    if not in_tap_dir and is_index:
+        idx = _index_artifacts(path, rel)
+        if idx is not None:
+            return idx
+    if name.endswith(".pt"):
+        parsed = parse_tap_name(name)
+        if parsed is not None:
+            stage, ctx = parsed
+            return [Artifact(name[:-3], path, "tap", "pt", stage, None, ctx, rel)]
+        if not in_tap_dir:
+            idx = _index_artifacts(path, rel)  # index-style names in a folder with no index markers
+            if idx is not None:
+                return idx
+        return [Artifact(name[:-3], path, "other", "pt", None, None, {}, rel)]
+    if name.endswith(".json"):
+        idx = _index_artifacts(path, rel)
+        if idx is not None:
+            return idx
+        return [Artifact(name, path, "index" if is_index and not in_tap_dir else "tap", "json", None, None,
+                         _json_ctx(name), rel)]
+    if name.startswith("."):
+        return []
+    return [Artifact(name, path, "other", "file", None, None, {}, rel)]
+
+
+def _json_ctx(name: str) -> dict:
+    m = re.fullmatch(r"(\d+)\.metadata\.json", name)
+    return {"chunk": int(m.group(1))} if m else {}
+
+
+def pair_artifacts(a: RunLayout, b: RunLayout) -> list[tuple[Artifact | None, Artifact | None]]:
+    """Pair by key and source; leftovers with one key on each side pair across sources (tap vs index)."""
+    ka, kb = a.by_key(), b.by_key()
+    pairs: list[tuple[Artifact | None, Artifact | None]] = []
+    for key in list(dict.fromkeys(list(ka) + list(kb))):
+        la, lb = list(ka.get(key, [])), list(kb.get(key, []))
+        for x in list(la):
+            y = next((y for y in lb if y.source == x.source and y.element == x.element), None)
+            if y is not None:
+                pairs.append((x, y))
+                la.remove(x)
+                lb.remove(y)
+        while la and lb:
+            pairs.append((la.pop(0), lb.pop(0)))
+        pairs.extend((x, None) for x in la)
+        pairs.extend((None, y) for y in lb)
+    pairs.sort(key=lambda p: (p[0] or p[1]).order())
+    return pairs
+
+
+__all__ = ["Artifact", "RunLayout", "scan_run", "pair_artifacts", "parse_tap_name"]

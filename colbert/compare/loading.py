@@ -1,0 +1,137 @@
+"""Reading artifacts safely, and splitting a loaded value into the leaves that rows compare."""
+
+from __future__ import annotations
+
+import json
+import numbers
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class LoadError(Exception):
+    """An artifact that could not be read; the message names the file."""
+
+
+def load_pt(path: Path) -> Any:
+    """torch.load with weights_only=True, memory-mapped where the file format allows.
+
+    mmap keeps memory bounded on big indexes: pages are read as the chunked comparison touches
+    them. Files in the legacy (non-zip) format cannot be mapped, so they are read whole.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as first:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as second:
+            msg = str(second).strip().splitlines()[0] if str(second).strip() else type(second).__name__
+            if "weights_only" in str(second) or "Unsupported global" in str(second):
+                msg = "refused by weights_only=True (the file holds arbitrary Python objects): " + msg
+            raise LoadError(f"cannot load {path}: {type(second).__name__}: {msg}") from first
+
+
+def load_json(path: Path) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except Exception as e:
+        raise LoadError(f"cannot read {path}: {type(e).__name__}: {e}") from e
+
+
+def load_artifact(art) -> Any:
+    if art.kind in ("json", "doclens"):
+        return load_json(art.path)
+    if art.kind == "file":
+        return art.path
+    value = load_pt(art.path)
+    if art.element is not None:
+        if not isinstance(value, (tuple, list)) or len(value) <= art.element:
+            raise LoadError(f"{art.path}: expected a tuple with element {art.element}, got {describe_type(value)}")
+        value = value[art.element]
+    return value
+
+
+def describe_type(v: Any) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"tensor {str(v.dtype).removeprefix('torch.')} {tuple(v.shape)}"
+    if isinstance(v, (tuple, list)):
+        return f"{type(v).__name__} of {len(v)}"
+    return type(v).__name__
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Number) and not isinstance(v, torch.Tensor)
+
+
+def is_number_seq(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(is_number(x) for x in v)
+
+
+def leaves(value: Any, path: str = "") -> list[tuple[str, Any, bool]]:
+    """(path, leaf, inside_container) for every comparable piece of `value`.
+
+    Sequences of plain numbers (doclens, sample doclens) stay whole: they are one list row, not
+    thousands of scalar rows. Sets stay whole: their order carries no meaning.
+    """
+    out: list[tuple[str, Any, bool]] = []
+
+    def walk(v: Any, p: str) -> None:
+        if isinstance(v, (list, tuple)) and v and not is_number_seq(v):
+            for i, x in enumerate(v):
+                walk(x, f"{p}[{i}]")
+        elif isinstance(v, dict) and v:
+            for k, x in v.items():
+                walk(x, f"{p}[{k!r}]")
+        else:
+            out.append((p, v, p != ""))
+
+    walk(value, path)
+    return out
+
+
+def leaf_kind(v: Any, inside: bool) -> str:
+    if isinstance(v, torch.Tensor):
+        return "tuple element" if inside else "tensor"
+    if isinstance(v, (set, frozenset)):
+        return "set"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, numbers.Integral):
+        return "int"
+    if isinstance(v, numbers.Real):
+        return "float"
+    if isinstance(v, (list, tuple)):
+        return "list"
+    if isinstance(v, Path):
+        return "file"
+    return type(v).__name__
+
+
+def leaf_dtype(v: Any) -> str | None:
+    if isinstance(v, torch.Tensor):
+        return str(v.dtype).removeprefix("torch.")
+    if isinstance(v, (set, frozenset, list, tuple)):
+        kinds = {leaf_kind(x, False) for x in v}
+        return next(iter(kinds)) if len(kinds) == 1 else ("mixed" if kinds else None)
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, numbers.Integral):
+        return "int"
+    if isinstance(v, numbers.Real):
+        return "float"
+    return None
+
+
+def leaf_shape(v: Any) -> str | None:
+    if isinstance(v, torch.Tensor):
+        return "(" + ", ".join(str(s) for s in v.shape) + ("," if v.dim() == 1 else "") + ")"
+    if isinstance(v, (set, frozenset, list, tuple)):
+        return f"len {len(v)}"
+    if isinstance(v, Path):
+        try:
+            return f"{v.stat().st_size} B"
+        except OSError:
+            return None
+    return None

@@ -1,0 +1,207 @@
+"""One rank's indexing run: setup (sample, plan) -> train (k-means, residual statistics, codec) ->
+index_chunks (encode, compress, write) -> finalize (ivf, metadata). Each step is a function whose
+inputs and outputs are the artifacts of colbert/tap/stages.py; rank 0 alone trains and finalizes."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+
+import torch
+import ujson
+
+from colbert.indexing.codecs.residual_codec import ResidualCodec, ResidualEmbeddings
+from colbert.indexing.codecs.residual_stats import compute_residual_stats
+from colbert.indexing.collection import Collection
+from colbert.indexing.collection_encoder import CollectionEncoder
+from colbert.indexing.ivf import build_ivf, optimize_ivf, read_all_doclens, save_ivf
+from colbert.indexing.kmeans import resolve_backend, train_kmeans
+from colbert.indexing.plan import estimate_plan, float32_mean
+from colbert.indexing.sampling import encode_sample, local_sample, sample_pids, split_sample
+from colbert.infra.distributed import all_reduce_sum, barrier
+from colbert.modeling.checkpoint import Checkpoint
+from colbert.tap import active_tap, tap
+from colbert.utils.io import atomic_torch_save, write_json_compact, write_json_pretty
+
+
+class Plan:
+    def __init__(self, num_chunks, num_partitions, num_embeddings_est, avg_doclen_est):
+        self.num_chunks = num_chunks
+        self.num_partitions = num_partitions
+        self.num_embeddings_est = num_embeddings_est
+        self.avg_doclen_est = avg_doclen_est
+
+
+def _log(config, *args):
+    if config.rank == 0:
+        print(f"[{time.strftime('%b %d, %H:%M:%S')}]", *args, flush=True)
+
+
+def _tap_session(config, index_path):
+    try:
+        from colbert.tap.session import tap_session
+    except ImportError:
+        return contextlib.nullcontext()
+    return tap_session(config_dict=config.export(), index_path=index_path, rank=config.rank, nranks=config.nranks)
+
+
+def index_collection(config, collection, progress=None) -> str:
+    """Entry point of one rank. `progress(n)` is called as passages are encoded (for a progress bar)."""
+    index_path = config.index_path_
+    collection = Collection.cast(collection)
+    with torch.inference_mode(), _tap_session(config, index_path):
+        checkpoint = Checkpoint(config.checkpoint, colbert_config=config)
+        encoder = CollectionEncoder(config, checkpoint, progress=progress)
+        plan = setup(config, collection, encoder, index_path)
+        barrier()
+        if config.rank == 0 and not _can_resume_codec(config, index_path):
+            train(config, plan, encoder.sample, index_path)
+        encoder.sample = None
+        barrier()
+        index_chunks(config, collection, encoder, index_path, plan)
+        barrier()
+        if config.rank == 0:
+            finalize(config, collection, index_path, plan)
+        barrier()
+    return index_path
+
+
+def setup(config, collection, encoder, index_path) -> Plan:
+    rank, nranks = config.rank, config.nranks
+    if config.resume and os.path.exists(os.path.join(index_path, "plan.json")):
+        with open(os.path.join(index_path, "plan.json")) as f:
+            p = ujson.load(f)
+        encoder.sample = None
+        return Plan(p["num_chunks"], p["num_partitions"], p["num_embeddings_est"], p["avg_doclen_est"])
+
+    num_passages = tap("num_passages", len(collection))
+    sampled = sample_pids(num_passages)
+    local = local_sample(collection, sampled, rank, nranks)
+    # COLBERT_ENCODE_ONCE=0 turns reuse off (to time or check it; the index is the same either way).
+    if _reuse_allowed(active_tap()) and os.environ.get("COLBERT_ENCODE_ONCE", "1") != "0":
+        encoder.enable_reuse()
+    _log(config, f"#> Encoding {len(local):,} sampled passages (of {num_passages:,}).")
+    embs, doclens = encode_sample(encoder, local, rank, nranks)
+    doclens = doclens or []
+
+    avg = torch.tensor([sum(doclens) / len(doclens) if doclens else 0.0], dtype=torch.float32)
+    nonzero = torch.tensor([float(len(local) > 0)])
+    all_reduce_sum(avg)
+    all_reduce_sum(nonzero)
+    avg_doclen_est = avg.item() / nonzero.item() if nranks > 1 else float32_mean(sum(doclens), len(doclens))
+    num_sample_embs = all_reduce_sum(torch.tensor([embs.size(0) if embs is not None else 0])).item()
+
+    local_sample_fp16 = embs.half() if embs is not None else torch.zeros(0, config.dim, dtype=torch.float16)
+    del embs
+    if nranks > 1:
+        atomic_torch_save(local_sample_fp16, os.path.join(index_path, f"sample.{rank}.pt"))
+        encoder.sample = None
+    else:
+        encoder.sample = local_sample_fp16
+    encoder.num_sample_embs = num_sample_embs
+
+    avg_doclen_est, num_embeddings_est, num_partitions = estimate_plan(num_passages, avg_doclen_est)
+    num_chunks = int(math.ceil(len(collection) / collection.get_chunksize(nranks)))
+    _log(config, f"#> {num_passages:,} passages, ~{num_embeddings_est:,.0f} embeddings "
+                 f"(avg_doclen_est={avg_doclen_est:.2f}) -> {num_partitions:,} centroids, {num_chunks} chunk(s).")
+    plan = Plan(num_chunks, num_partitions, num_embeddings_est, avg_doclen_est)
+    if rank == 0:
+        write_json_pretty(os.path.join(index_path, "plan.json"), {
+            "config": config.export(), "num_chunks": num_chunks, "num_partitions": num_partitions,
+            "num_embeddings_est": num_embeddings_est, "avg_doclen_est": avg_doclen_est})
+    return plan
+
+
+def _reuse_allowed(t) -> bool:
+    """A chunk may reuse the sample's encoding of a group only if no tap could inject a different
+    tokenization, batch output or D into either (a save tap records, so reuse stays on; the chunk's
+    group artifacts are then the sample's, saved once under site 'sample')."""
+    return t is None or not any(t.may_replace(s) for s in ("tensorize_output", "batches", "D"))
+
+
+def _gather_sample(config, local_sample_fp16, index_path) -> torch.Tensor:
+    if config.nranks == 1:
+        return local_sample_fp16
+    parts = []
+    for r in range(config.nranks):
+        path = os.path.join(index_path, f"sample.{r}.pt")
+        parts.append(torch.load(path, map_location="cpu", weights_only=True))
+        os.remove(path)
+    return torch.cat(parts)
+
+
+def train(config, plan: Plan, local_sample_fp16, index_path) -> None:
+    sample = _gather_sample(config, local_sample_fp16, index_path)
+    sample, heldout = split_sample(sample)
+    backend = resolve_backend(config)
+    use_gpu = config.total_visible_gpus > 0
+    _log(config, f"#> k-means ({backend}): {sample.size(0):,} x {sample.size(1)} -> {plan.num_partitions:,} "
+                 f"centroids, {config.kmeans_niters} iterations.")
+    stats_centroids, centroids = train_kmeans(sample, plan.num_partitions, config.kmeans_niters, backend, use_gpu)
+    del sample
+    bucket_cutoffs, bucket_weights, avg_residual = compute_residual_stats(config, centroids, heldout)
+    codec = ResidualCodec(config, centroids, avg_residual, bucket_cutoffs, bucket_weights)
+    codec.save(index_path)
+
+
+def _can_resume_codec(config, index_path) -> bool:
+    return bool(config.resume) and all(os.path.exists(os.path.join(index_path, f))
+                                       for f in ("centroids.pt", "buckets.pt", "avg_residual.pt"))
+
+
+def _chunk_files(index_path, chunk_idx):
+    return [os.path.join(index_path, name) for name in (f"{chunk_idx}.codes.pt", f"{chunk_idx}.residuals.pt",
+                                                         f"doclens.{chunk_idx}.json", f"{chunk_idx}.metadata.json")]
+
+
+def index_chunks(config, collection, encoder, index_path, plan: Plan) -> None:
+    # Read the codec back from disk as upstream does: chunks are compressed with the fp16-rounded
+    # centroids of centroids.pt, not the float32 ones the residual statistics used.
+    codec = ResidualCodec.load(index_path)
+    rank, nranks = config.rank, config.nranks
+    for chunk_idx, offset, passages in collection.enumerate_batches(rank, nranks):
+        if config.resume and all(os.path.exists(p) for p in _chunk_files(index_path, chunk_idx)):
+            continue
+        _log(config, f"#> Encoding chunk {chunk_idx}: passages {offset:,}..{offset + len(passages) - 1:,}.")
+        embs, doclens = encoder.encode_passages(passages, site=f"chunk{chunk_idx}",
+                                                pids=range(offset, offset + len(passages)))
+        embs = tap("embs", embs.half(), chunk=chunk_idx, rank=rank, nranks=nranks)
+        doclens = tap("doclens", doclens, chunk=chunk_idx, rank=rank, nranks=nranks)
+        compressed = codec.compress(embs)
+        codes = tap("codes", compressed.codes, chunk=chunk_idx, rank=rank, nranks=nranks)
+        residuals = tap("residuals", compressed.residuals, chunk=chunk_idx, rank=rank, nranks=nranks)
+        ResidualEmbeddings(codes, residuals).save(os.path.join(index_path, str(chunk_idx)))
+        write_json_compact(os.path.join(index_path, f"doclens.{chunk_idx}.json"), doclens)
+        write_json_compact(os.path.join(index_path, f"{chunk_idx}.metadata.json"), {
+            "passage_offset": offset, "num_passages": len(doclens), "num_embeddings": len(codes)})
+        del embs, compressed
+
+
+def finalize(config, collection, index_path, plan: Plan) -> None:
+    missing = [p for c in range(plan.num_chunks) for p in _chunk_files(index_path, c) if not os.path.exists(p)]
+    if missing:
+        raise RuntimeError(f"finalize: {len(missing)} chunk file(s) missing, e.g. {missing[:4]}")
+    embedding_offset, passage_offset, codes = 0, 0, []
+    for c in range(plan.num_chunks):
+        meta_path = os.path.join(index_path, f"{c}.metadata.json")
+        with open(meta_path) as f:
+            meta = ujson.load(f)
+        if meta["passage_offset"] != passage_offset:
+            raise RuntimeError(f"{meta_path}: passage_offset {meta['passage_offset']}, expected {passage_offset}")
+        meta["embedding_offset"] = embedding_offset
+        passage_offset += meta["num_passages"]
+        embedding_offset += meta["num_embeddings"]
+        write_json_pretty(meta_path, meta)
+        codes.append(torch.load(os.path.join(index_path, f"{c}.codes.pt"), map_location="cpu", weights_only=True))
+    num_embeddings = embedding_offset
+    ivf, ivf_lengths = build_ivf(codes, plan.num_partitions)
+    pid_ivf, pid_lengths = optimize_ivf(ivf, ivf_lengths, read_all_doclens(index_path))
+    save_ivf(index_path, pid_ivf, pid_lengths)
+    # metadata.json last: its presence is what marks an index complete.
+    write_json_pretty(os.path.join(index_path, "metadata.json"), {
+        "config": config.export(), "num_chunks": plan.num_chunks, "num_partitions": plan.num_partitions,
+        "num_embeddings": num_embeddings, "avg_doclen": num_embeddings / len(collection)})
+    _log(config, f"#> Index complete: {len(collection):,} passages, {num_embeddings:,} embeddings, "
+                 f"{plan.num_partitions:,} centroids -> {index_path}")

@@ -1,0 +1,64 @@
+"""Inverted file: which passages hold an embedding assigned to each centroid (ivf.pid.pt)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+import ujson
+
+from colbert.tap import tap
+from colbert.utils.io import atomic_torch_save
+
+
+def build_ivf(chunk_codes: list[torch.Tensor], num_partitions: int):
+    codes = torch.cat([c.long() for c in chunk_codes]) if chunk_codes else torch.zeros(0, dtype=torch.long)
+    codes = tap("presort_codes", codes)
+    values, ivf = codes.sort()
+    values = tap("values", values)
+    ivf = tap("ivf", ivf)
+    ivf_lengths = torch.bincount(values, minlength=num_partitions)
+    if ivf_lengths.size(0) != num_partitions:
+        raise ValueError(f"ivf: codes reach centroid {ivf_lengths.size(0) - 1}, but the index has {num_partitions}")
+    ivf_lengths = tap("ivf_lengths", ivf_lengths)
+    return ivf, ivf_lengths
+
+
+def read_all_doclens(index_path: str) -> list[int]:
+    pattern = re.compile(r"doclens\.(\d+)\.json")
+    names = sorted((int(m.group(1)), name) for name in os.listdir(index_path) if (m := pattern.fullmatch(name)))
+    doclens = []
+    for _, name in names:
+        with open(os.path.join(index_path, name)) as f:
+            doclens.extend(ujson.load(f))
+    return doclens
+
+
+def optimize_ivf(ivf: torch.Tensor, ivf_lengths: torch.Tensor, all_doclens: list[int]):
+    """Embedding-level ivf -> per-centroid sorted unique pids (int32), plus zero padding so that a
+    window of the longest list starting at the last list stays in bounds."""
+    num_partitions = ivf_lengths.size(0)
+    doclens = torch.tensor(all_doclens, dtype=torch.long)
+    num_passages = doclens.size(0)
+    emb2pid = torch.repeat_interleave(torch.arange(num_passages, dtype=torch.int32), doclens)
+    if emb2pid.size(0) != ivf.size(0):
+        raise ValueError(f"ivf: doclens sum to {emb2pid.size(0)} embeddings, but the codes hold {ivf.size(0)}")
+    ivf_pids = emb2pid[ivf].long()
+    centroid_of = torch.repeat_interleave(torch.arange(num_partitions, dtype=torch.long), ivf_lengths)
+    # One sort of (centroid, pid) keys gives each centroid's sorted unique pids in one pass.
+    keys = torch.unique(centroid_of * max(num_passages, 1) + ivf_pids)
+    pid_ivf = (keys % max(num_passages, 1)).to(torch.int32)
+    pid_lengths = torch.bincount(keys // max(num_passages, 1), minlength=num_partitions).to(torch.long)
+    offsets = torch.zeros(num_partitions + 1, dtype=torch.long)
+    torch.cumsum(pid_lengths, dim=0, out=offsets[1:])
+    max_stride = int(pid_lengths.max().item()) if num_partitions else 0
+    if int(offsets[-2].item()) + max_stride > pid_ivf.size(0):
+        pid_ivf = torch.cat((pid_ivf, torch.zeros(max_stride, dtype=torch.int32)))
+    pid_ivf = tap("pid_ivf", pid_ivf)
+    pid_lengths = tap("pid_ivf_lengths", pid_lengths)
+    return pid_ivf, pid_lengths
+
+
+def save_ivf(index_path: str, pid_ivf: torch.Tensor, pid_lengths: torch.Tensor) -> None:
+    atomic_torch_save((pid_ivf, pid_lengths), os.path.join(index_path, "ivf.pid.pt"))

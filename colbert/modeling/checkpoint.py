@@ -1,0 +1,117 @@
+"""`Checkpoint`: the encoder plus its tokenizers, with upstream's batching semantics.
+
+docFromText tokenizes the whole call at once (one padded width), sorts by length into batches of
+`bsize`, encodes, and restores caller order with `reverse_indices`. The tap points of one encode
+group (tensorize_output, batches, encoder_layers, D) are raised here when the caller passes tap_ctx.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from tqdm import tqdm
+
+from colbert.modeling.colbert import ColBERT
+from colbert.modeling.tokenization import DocTokenizer, QueryTokenizer
+from colbert.tap import tap, tap_wants
+
+
+def _autocast(use_gpu: bool):
+    if use_gpu:
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+class Checkpoint(ColBERT):
+    def __init__(self, name, colbert_config=None, verbose: int = 3):
+        super().__init__(name, colbert_config)
+        self.verbose = verbose
+        self.query_tokenizer = QueryTokenizer(self.colbert_config, verbose=verbose, raw_tokenizer=self.raw_tokenizer)
+        self.doc_tokenizer = DocTokenizer(self.colbert_config, raw_tokenizer=self.raw_tokenizer)
+
+    def query(self, *args, to_cpu=False, **kw_args):
+        with torch.no_grad(), _autocast(self.use_gpu):
+            Q = super().query(*args, **kw_args)
+            return Q.cpu() if to_cpu else Q
+
+    def doc(self, *args, to_cpu=False, **kw_args):
+        with torch.no_grad(), _autocast(self.use_gpu):
+            D = super().doc(*args, **kw_args)
+            if to_cpu:
+                return (D[0].cpu(), *D[1:]) if isinstance(D, tuple) else D.cpu()
+            return D
+
+    def queryFromText(self, queries, bsize=None, to_cpu=False, context=None, full_length_search=False):
+        if bsize:
+            batches = self.query_tokenizer.tensorize(queries, context=context, bsize=bsize,
+                                                     full_length_search=full_length_search)
+            batches = [self.query(ids, mask, to_cpu=to_cpu) for ids, mask in batches]
+            return torch.cat(batches)
+        ids, mask = self.query_tokenizer.tensorize(queries, context=context, full_length_search=full_length_search)
+        return self.query(ids, mask)
+
+    def docFromText(self, docs, bsize=None, keep_dims=True, to_cpu=False, showprogress=False, return_tokens=False,
+                    pool_factor=1, protected_tokens=0, clustering_mode: str = "hierarchical", tap_ctx=None):
+        assert keep_dims in [True, False, "flatten"]
+        docs = list(docs)
+        if not bsize:
+            ids, mask = self.doc_tokenizer.tensorize(docs)
+            return self.doc(ids, mask, keep_dims=keep_dims, to_cpu=to_cpu)
+
+        text_batches, reverse_indices = self.doc_tokenizer.tensorize(docs, bsize=bsize, tap_ctx=tap_ctx)
+        returned_text = []
+        if return_tokens:
+            returned_text = [text for batch in text_batches for text in batch[0]]
+            returned_text = [returned_text[idx] for idx in reverse_indices.tolist()]
+            returned_text = [returned_text]
+
+        keep_dims_ = "return_mask" if keep_dims == "flatten" else keep_dims
+        batches = []
+        for b, (input_ids, attention_mask) in enumerate(tqdm(text_batches, disable=not showprogress)):
+            layers = [] if tap_ctx is not None and tap_wants("encoder_layers", batch=b, **tap_ctx) else None
+            batches.append(self.doc(input_ids, attention_mask, keep_dims=keep_dims_, to_cpu=to_cpu,
+                                    layers_out=layers))
+            for layer, value in enumerate(layers or ()):
+                tap("encoder_layers", value, batch=b, layer=layer, **tap_ctx)
+        if tap_ctx is not None:
+            batches = tap("batches", batches, **tap_ctx)
+
+        if keep_dims is True:
+            D = _stack_3D_tensors(batches)
+            return (D[reverse_indices], *returned_text)
+        if keep_dims == "flatten":
+            D, mask = [], []
+            for D_, mask_ in batches:
+                D.append(D_)
+                mask.append(mask_)
+            D, mask = torch.cat(D)[reverse_indices], torch.cat(mask)[reverse_indices]
+            doclens = mask.squeeze(-1).sum(-1).tolist()
+            D = D.view(-1, self.colbert_config.dim)
+            D = D[mask.bool().flatten()].cpu()
+            if pool_factor > 1:
+                from colbert.modeling.pooling import pool_embeddings_hierarchical
+
+                D, doclens = pool_embeddings_hierarchical(D, doclens, pool_factor=pool_factor,
+                                                          protected_tokens=protected_tokens,
+                                                          clustering_mode=clustering_mode)
+            if tap_ctx is not None:
+                D = tap("D", D, **tap_ctx)
+            return (D, doclens, *returned_text)
+
+        assert keep_dims is False
+        D = [d for batch in batches for d in batch]
+        return ([D[idx] for idx in reverse_indices.tolist()], *returned_text)
+
+
+def _stack_3D_tensors(groups):
+    bsize = sum(x.size(0) for x in groups)
+    maxlen = max(x.size(1) for x in groups)
+    hdim = groups[0].size(2)
+    output = torch.zeros(bsize, maxlen, hdim, device=groups[0].device, dtype=groups[0].dtype)
+    offset = 0
+    for x in groups:
+        endpos = offset + x.size(0)
+        output[offset:endpos, :x.size(1)] = x
+        offset = endpos
+    return output

@@ -1,0 +1,96 @@
+"""Combining taps (COLBERT_TAP=swap:/a,save:/b) and restricting a user's tap to selected stages."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from colbert.tap.core import ArtifactTap
+from colbert.tap.select import Selection
+
+
+class CompositeTap(ArtifactTap):
+    """Runs its taps in order at each tap point, each receiving the value the previous returned.
+
+    Put savers last so that they record what the run actually used (injected or computed).
+    """
+
+    def __init__(self, *taps: ArtifactTap):
+        self.taps = [t for t in taps if t is not None]
+
+    def __repr__(self) -> str:
+        return f"CompositeTap({', '.join(map(repr, self.taps))})"
+
+    def begin(self, info: dict[str, Any]) -> None:
+        for t in self.taps:
+            t.begin(info)
+
+    def wants(self, stage: str) -> bool:
+        return any(t.wants(stage) for t in self.taps)
+
+    def may_replace(self, stage: str) -> bool:
+        return any(t.may_replace(stage) for t in self.taps)
+
+    def wants_at(self, stage: str, ctx: dict[str, Any]) -> bool:
+        # no short-circuit: a layer gate that is asked must also count the batch
+        answers = [t.wants_at(stage, ctx) for t in self.taps]
+        return any(answers)
+
+    def on_artifact(self, stage: str, value: Any, ctx: dict[str, Any]) -> Any:
+        for t in self.taps:
+            value = t.on_artifact(stage, value, ctx)
+        return value
+
+    def fail(self, exc: BaseException) -> None:
+        for t in self.taps:
+            t.fail(exc)
+
+    def end(self) -> None:
+        # every tap gets its end() (a saver must finish its manifest even if another tap fails)
+        first: BaseException | None = None
+        for t in self.taps:
+            try:
+                t.end()
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                first = first or e
+        if first is not None:
+            raise first
+
+
+class FilterTap(ArtifactTap):
+    """Shows `inner` only the selected stages (COLBERT_TAP_ONLY/SKIP/LAYERS applied to a user's tap)."""
+
+    def __init__(self, inner: ArtifactTap, *, stages: str | Iterable[str] | None = None, layers: int = 0):
+        self.inner = inner
+        self.sel = Selection(stages, layers)
+
+    def __repr__(self) -> str:
+        return f"FilterTap({self.inner!r})"
+
+    def begin(self, info: dict[str, Any]) -> None:
+        self.sel.gate.reset()
+        self.inner.begin(info)
+
+    def wants(self, stage: str) -> bool:
+        return self.sel.selected(stage) and self.inner.wants(stage)
+
+    def may_replace(self, stage: str) -> bool:
+        return self.sel.selected(stage) and self.inner.may_replace(stage)
+
+    def wants_at(self, stage: str, ctx: dict[str, Any]) -> bool:
+        return self.sel.admits(stage, ctx) and _wants_at(self.inner, stage, ctx)
+
+    def on_artifact(self, stage: str, value: Any, ctx: dict[str, Any]) -> Any:
+        if not self.sel.admits(stage, ctx):
+            return value
+        return self.inner.on_artifact(stage, value, ctx)
+
+    def fail(self, exc: BaseException) -> None:
+        getattr(self.inner, "fail", lambda e: None)(exc)
+
+    def end(self) -> None:
+        self.inner.end()
+
+
+def _wants_at(t: Any, stage: str, ctx: dict[str, Any]) -> bool:
+    f = getattr(t, "wants_at", None)
+    return f(stage, ctx) if f is not None else t.wants(stage)

@@ -1,0 +1,58 @@
+"""Markdown generated from the stage registry, so docs/tap.md cannot drift from the code.
+
+    python -m colbert.tap.docs            # print the stage table
+    python -m colbert.tap.docs --env      # print the env-flag table
+    python -m colbert.tap.docs --check docs/tap.md   # exit 1 if the file's tables are stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from colbert.tap.stages import STAGES, filename_pattern
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def stage_table() -> str:
+    rows = ["| # | stage | file (one rank) | scope | kind, dtype and shape | produced in | feeds |",
+            "|---|---|---|---|---|---|---|"]
+    for i, s in enumerate(STAGES, 1):
+        kind = s.kind + (f" {s.dtype}" if s.dtype else "")
+        feeds = ", ".join(f"`{c}`" for c in s.consumers) or "(index files / capture only)"
+        note = " (capture only, never swapped)" if s.capture_only else ""
+        rows.append(f"| {i} | `{s.name}` | `{filename_pattern(s.name)}` | {s.scope} | "
+                    f"{_cell(kind)}: {_cell(s.shape)}{note} | `{s.producer}` | {feeds} |")
+    return "\n".join(rows) + "\n"
+
+
+def env_table() -> str:
+    from colbert.tap.env import ENV_VARS
+
+    rows = ["| variable | meaning |", "|---|---|"]
+    rows += [f"| `{k}` | {_cell(v)} |" for k, v in ENV_VARS.items()]
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m colbert.tap.docs")
+    ap.add_argument("--env", action="store_true", help="print the env-flag table instead")
+    ap.add_argument("--check", metavar="MD", help="fail if MD does not contain the current tables")
+    a = ap.parse_args(argv)
+    if a.check:
+        with open(a.check) as f:
+            text = f.read()
+        stale = [n for n, t in (("stage table", stage_table()), ("env table", env_table())) if t not in text]
+        if stale:
+            print(f"{a.check}: stale {', '.join(stale)}; regenerate with python -m colbert.tap.docs", file=sys.stderr)
+            return 1
+        return 0
+    sys.stdout.write(env_table() if a.env else stage_table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

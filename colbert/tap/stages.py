@@ -1,0 +1,186 @@
+"""The one registry of indexing stages: names, order, producer, consumers, expected types.
+
+The ArtifactTap, `colbert-tap compare` and docs/tap.md all read this table; a stage that is not
+listed here cannot be tapped. Order is pipeline order (the order in which a single-rank run first
+produces each artifact), which is what "first divergence" is measured against.
+
+Scopes decide how an artifact is named on disk (see `artifact_filename`):
+  global  one value per run                        -> {stage}.pt
+  rank    one value per rank                       -> {stage}.pt, or {stage}.rank{r}.pt if nranks > 1
+  chunk   one value per chunk of the collection    -> {stage}_{chunk}.pt
+  group   one value per encode group of one call   -> {stage}_{site}_{group}.pt (site: sample | chunk{c})
+  layer   one value per encoder layer and batch    -> {stage}_{site}_{group}_b{batch}_l{layer}.pt
+Rank-scoped and finer names get a `.rank{r}` suffix when nranks > 1 so ranks never clobber each other.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    scope: str  # global | rank | chunk | group | layer
+    kind: str  # tensor | tuple | int | float | list | set
+    dtype: str | None  # expected dtype on the CPU path ("float32", "int64", ...); None for non-tensors
+    shape: str  # human-readable shape, for docs and error messages
+    producer: str  # module.function that produces it (search the code for the stage name)
+    consumers: tuple[str, ...] = field(default_factory=tuple)
+    description: str = ""
+    elements: tuple[str, ...] = ()  # for tuples: dtype of each tensor element, in order
+    # True for values that are observed but never fed back (the pipeline ignores the returned
+    # value), so swap leaves them alone: injecting them could not change the run.
+    capture_only: bool = False
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("num_passages", "global", "int", None, "N", "colbert.indexing.collection_indexer.setup",
+          ("sample_pids", "num_embeddings_est"), "number of passages in the collection"),
+    Stage("sample_pids", "global", "set", None, "k = min(1 + int(16*sqrt(120*N)), N)",
+          "colbert.indexing.sampling.sample_pids", ("local_sample_embs",),
+          "pids drawn with random.sample(range(N), k) after seed 12345"),
+    Stage("tensorize_output", "group", "tuple", None, "(list[(ids, mask) int64 (<=bsize, W)], reverse_indices int64 (G,))",
+          "colbert.modeling.tokenization.doc_tokenization.DocTokenizer.tensorize", ("encoder_layers", "batches"),
+          "tokenized, length-sorted encode group"),
+    Stage("encoder_layers", "layer", "tensor", "float32", "(b, W, hidden) or (b, W, dim) for the projection",
+          "colbert.modeling.colbert.ColBERT.doc", ("batches",),
+          "hidden state of each transformer layer (l0 = embeddings) and the projection (last l)",
+          capture_only=True),
+    Stage("batches", "group", "list", None, "list[(D_b float32 (b, W, dim), mask_b bool (b, W, 1))]",
+          "colbert.modeling.checkpoint.Checkpoint.docFromText", ("D",),
+          "per-batch encoder outputs of one encode group"),
+    Stage("D", "group", "tensor", "float32", "(sum(doclens), dim)",
+          "colbert.modeling.checkpoint.Checkpoint.docFromText", ("local_sample_embs", "embs"),
+          "flattened embeddings of one encode group, in collection order"),
+    Stage("local_sample_embs", "rank", "tensor", "float32", "(n_s, dim)",
+          "colbert.indexing.sampling.encode_sample", ("avg_doclen_est", "sample", "sample_heldout"),
+          "embeddings of this rank's sampled passages"),
+    Stage("local_sample_doclens", "rank", "list", None, "list[int] (len(local sample))",
+          "colbert.indexing.sampling.encode_sample", ("avg_doclen_est",),
+          "token counts of this rank's sampled passages"),
+    Stage("avg_doclen_est", "global", "float", None, "float (float32-rounded)",
+          "colbert.indexing.plan.estimate_plan", ("num_embeddings_est",), "mean sample doclen"),
+    Stage("num_embeddings_est", "global", "float", None, "float", "colbert.indexing.plan.estimate_plan",
+          ("num_partitions",), "N * avg_doclen_est"),
+    Stage("num_partitions", "global", "int", None, "K, a power of two", "colbert.indexing.plan.estimate_plan",
+          ("prenorm_centroids",), "number of centroids"),
+    Stage("sample", "global", "tensor", "float16", "(n_s - h, dim)",
+          "colbert.indexing.sampling.split_sample", ("prenorm_centroids",), "k-means training points"),
+    Stage("sample_heldout", "global", "tensor", "float16", "(h, dim), h = int(min(0.05*n_s, 50000))",
+          "colbert.indexing.sampling.split_sample", ("bucket_cutoffs", "bucket_weights", "avg_residual"),
+          "held-out points for residual statistics"),
+    Stage("prenorm_centroids", "global", "tensor", "float32", "(K, dim)",
+          "colbert.indexing.kmeans.train_kmeans", ("postnorm_centroids",), "raw k-means centroids"),
+    Stage("postnorm_centroids", "global", "tensor", "float32", "(K, dim)",
+          "colbert.indexing.kmeans.train_kmeans", ("centroids", "bucket_cutoffs", "bucket_weights", "avg_residual"),
+          "L2-normalised centroids (CPU path keeps float32 for the held-out statistics)"),
+    Stage("bucket_cutoffs", "global", "tensor", "float32", "(2**nbits - 1,)",
+          "colbert.indexing.codecs.residual_stats.compute_residual_stats", ("residuals",),
+          "quantile cut points of held-out residuals"),
+    Stage("bucket_weights", "global", "tensor", "float32", "(2**nbits,)",
+          "colbert.indexing.codecs.residual_stats.compute_residual_stats", (),
+          "quantile reconstruction values of held-out residuals"),
+    Stage("avg_residual", "global", "tensor", "float32", "() 0-dim",
+          "colbert.indexing.codecs.residual_stats.compute_residual_stats", (), "mean |residual|"),
+    Stage("centroids", "global", "tensor", "float16", "(K, dim)",
+          "colbert.indexing.codecs.residual_codec.ResidualCodec.save", ("codes", "residuals"),
+          "centroids as saved in centroids.pt and used to compress chunks"),
+    Stage("embs", "chunk", "tensor", "float16", "(E_c, dim)",
+          "colbert.indexing.collection_indexer.index_chunks", ("codes", "residuals"),
+          "chunk embeddings (CPU path: float32 encoder output rounded to float16)"),
+    Stage("doclens", "chunk", "list", None, "list[int] (N_c)",
+          "colbert.indexing.collection_indexer.index_chunks", ("pid_ivf", "pid_ivf_lengths"),
+          "tokens kept per passage"),
+    Stage("codes", "chunk", "tensor", "int32", "(E_c,)",
+          "colbert.indexing.codecs.residual_codec.ResidualCodec.compress", ("presort_codes",),
+          "nearest centroid of each embedding"),
+    Stage("residuals", "chunk", "tensor", "uint8", "(E_c, dim*nbits/8)",
+          "colbert.indexing.codecs.residual_codec.ResidualCodec.compress", (),
+          "bucketised residuals, nbits per dimension, packed"),
+    Stage("presort_codes", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf",
+          ("values", "ivf"), "all codes in embedding order"),
+    Stage("values", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf",
+          ("ivf_lengths",), "codes sorted ascending"),
+    Stage("ivf", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf", ("pid_ivf", "pid_ivf_lengths"),
+          "embedding ids grouped by centroid (sort permutation)"),
+    Stage("ivf_lengths", "global", "tensor", "int64", "(K,)", "colbert.indexing.ivf.build_ivf",
+          ("pid_ivf", "pid_ivf_lengths"), "embeddings per centroid"),
+    Stage("pid_ivf", "global", "tensor", "int32", "(sum unique pids per centroid + padding,)",
+          "colbert.indexing.ivf.optimize_ivf", (), "passage ids per centroid, as saved in ivf.pid.pt"),
+    Stage("pid_ivf_lengths", "global", "tensor", "int64", "(K,)", "colbert.indexing.ivf.optimize_ivf", (),
+          "passages per centroid, as saved in ivf.pid.pt"),
+)
+
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+_BY_NAME = {s.name: s for s in STAGES}
+SCOPES = ("global", "rank", "chunk", "group", "layer")
+# The ctx keys that locate an artifact (everything `artifact_filename` takes).
+LOCATION_KEYS = ("rank", "nranks", "chunk", "site", "group", "batch", "layer")
+
+
+def get_stage(name: str) -> Stage:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown tap stage {name!r}; valid stages: {', '.join(STAGE_NAMES)}") from None
+
+
+def stage_index(name: str) -> int:
+    return STAGE_NAMES.index(name)
+
+
+def downstream(name: str) -> set[str]:
+    """Every stage reachable from `name` through the consumers graph (not including itself)."""
+    seen: set[str] = set()
+    todo = list(get_stage(name).consumers)
+    while todo:
+        s = todo.pop()
+        if s not in seen:
+            seen.add(s)
+            todo.extend(get_stage(s).consumers)
+    return seen
+
+
+def match_stages(patterns: str | list[str]) -> set[str]:
+    """Expand comma-separated names or globs (`embs*`); an unmatched pattern is an error."""
+    if isinstance(patterns, str):
+        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen: set[str] = set()
+    for pat in patterns:
+        hits = fnmatch.filter(STAGE_NAMES, pat)
+        if not hits:
+            raise ValueError(f"unknown tap stage {pat!r}; valid stages: {', '.join(STAGE_NAMES)}")
+        chosen.update(hits)
+    return chosen
+
+
+def artifact_filename(stage: str, *, rank: int = 0, nranks: int = 1, chunk: int | None = None,
+                      site: str | None = None, group: int | None = None, batch: int | None = None,
+                      layer: int | None = None) -> str:
+    s = get_stage(stage)
+    if s.scope == "global":
+        base = stage
+    elif s.scope == "rank":
+        base = stage
+    elif s.scope == "chunk":
+        base = f"{stage}_{chunk}"
+    elif s.scope == "group":
+        base = f"{stage}_{site}_{group}"
+    else:
+        base = f"{stage}_{site}_{group}_b{batch}_l{layer}"
+    if nranks > 1 and s.scope != "global" and s.scope != "chunk":
+        base += f".rank{rank}"
+    return base + ".pt"
+
+
+def filename_pattern(stage: str, *, multi_rank: bool = False) -> str:
+    """The file name of `stage` with its location left as placeholders, for docs and messages."""
+    s = get_stage(stage)
+    base = {"global": stage, "rank": stage, "chunk": f"{stage}_{{chunk}}",
+            "group": f"{stage}_{{site}}_{{group}}",
+            "layer": f"{stage}_{{site}}_{{group}}_b{{batch}}_l{{layer}}"}[s.scope]
+    if multi_rank and s.scope not in ("global", "chunk"):
+        base += ".rank{rank}"
+    return base + ".pt"

@@ -1,0 +1,38 @@
+// The Python module for the GPU kernels (colbert._ext_cuda ahead of time,
+// colbert_tap_cuda when JIT-built).  Built only when torch has CUDA.
+#include <torch/extension.h>
+
+// setup.py passes these as bare tokens (-DCOLBERT_TAP_TORCH_VERSION=2.13.0+cpu):
+// quoted string macros do not survive the shell quoting of a ninja build.
+#define COLBERT_TAP_STR_(x) #x
+#define COLBERT_TAP_STR(x) COLBERT_TAP_STR_(x)
+#ifdef COLBERT_TAP_SOURCE_HASH
+#define COLBERT_TAP_SOURCE_HASH_STR COLBERT_TAP_STR(COLBERT_TAP_SOURCE_HASH)
+#else
+#define COLBERT_TAP_SOURCE_HASH_STR ""
+#endif
+#ifdef COLBERT_TAP_TORCH_VERSION
+#define COLBERT_TAP_TORCH_VERSION_STR COLBERT_TAP_STR(COLBERT_TAP_TORCH_VERSION)
+#else
+#define COLBERT_TAP_TORCH_VERSION_STR ""
+#endif
+
+namespace colbert_tap {
+at::Tensor decompress_rows_cuda(const at::Tensor& codes, const at::Tensor& residuals,
+                                const at::Tensor& centroids, const at::Tensor& bucket_weights,
+                                int64_t nbits);
+at::Tensor packbits_cuda(const at::Tensor& bits);
+}  // namespace colbert_tap
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "colbert-tap CUDA kernels; see colbert/search/extensions.py";
+  m.attr("SOURCE_HASH") = COLBERT_TAP_SOURCE_HASH_STR;
+  m.attr("TORCH_VERSION") = COLBERT_TAP_TORCH_VERSION_STR;
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
+  m.def("decompress_rows", &colbert_tap::decompress_rows_cuda, py::arg("codes"),
+        py::arg("residuals"), py::arg("centroids"), py::arg("bucket_weights"), py::arg("nbits"),
+        nogil);
+  m.def("packbits", &colbert_tap::packbits_cuda, py::arg("bits"), nogil);
+}

@@ -1,0 +1,74 @@
+"""Builds (once) the virtual environments that parity tests and benchmarks compare in.
+
+oracle     colbert-ai 0.2.22 with the exact pins it runs with here (transformers 4.57.6).
+ours-tf457 the same pins minus colbert-ai; our package runs there from the repo via PYTHONPATH, so
+           both sides share torch, transformers, tokenizers and faiss to the version.
+A venv is rebuilt when the pins file changes (its hash is stored inside). Location: $COLBERT_TAP_VENVS,
+else <repo>/.venvs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+PINS = os.path.join(HERE, "colbert-ai-0.2.22-pins.txt")
+TORCH = "torch==2.13.0"
+
+
+def venvs_root() -> str:
+    return os.environ.get("COLBERT_TAP_VENVS", os.path.join(REPO, ".venvs"))
+
+
+def _pins(include_colbert: bool) -> list[str]:
+    out = []
+    with open(PINS) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#") or line.startswith("torch=="):
+                continue
+            if line.startswith("colbert-ai==") and not include_colbert:
+                continue
+            out.append(line)
+    return out
+
+
+def ensure_venv(kind: str) -> str:
+    """Path of the venv's python, building the venv if needed. kind: 'oracle' or 'ours-tf457'."""
+    include_colbert = kind == "oracle"
+    pins = _pins(include_colbert)
+    digest = hashlib.sha256("\n".join([TORCH] + pins).encode()).hexdigest()[:16]
+    root = os.path.join(venvs_root(), kind)
+    python = os.path.join(root, "bin", "python")
+    marker = os.path.join(root, ".pins-" + digest)
+    if os.path.exists(marker) and os.path.exists(python):
+        return python
+    print(f"[parity] building venv {root} ...", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", root], check=True)
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run(pip + [TORCH], check=True)
+    req = os.path.join(root, "requirements.txt")
+    with open(req, "w") as f:
+        f.write("\n".join(pins) + "\n")
+    subprocess.run(pip + ["--no-deps", "-r", req], check=True)
+    open(marker, "w").close()
+    return python
+
+
+def run_in(python: str, script: str, *args: str, ours: bool, cwd: str, timeout: int = 1800) -> str:
+    env = dict(os.environ)
+    env["HF_HUB_OFFLINE"] = "1"
+    env.pop("COLBERT_TAP", None)
+    if ours:
+        env["PYTHONPATH"] = REPO
+    else:
+        env.pop("PYTHONPATH", None)
+    proc = subprocess.run([python, script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} {' '.join(args)} failed in {python} (exit {proc.returncode}):\n"
+                           f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc.stdout

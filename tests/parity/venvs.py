@@ -9,6 +9,7 @@ else <repo>/.venvs.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -47,6 +48,17 @@ def ensure_venv(kind: str) -> str:
     marker = os.path.join(root, ".pins-" + digest)
     if os.path.exists(marker) and os.path.exists(python):
         return python
+    os.makedirs(venvs_root(), exist_ok=True)
+    # Several test sessions (or pytest-xdist workers) may ask at once: one builds, the rest wait.
+    with open(os.path.join(venvs_root(), f".{kind}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(marker) and os.path.exists(python):
+            return python
+        _build(root, python, pins, marker)
+    return python
+
+
+def _build(root: str, python: str, pins: list[str], marker: str) -> None:
     print(f"[parity] building venv {root} ...", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", root], check=True)
     pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
@@ -56,7 +68,6 @@ def ensure_venv(kind: str) -> str:
         f.write("\n".join(pins) + "\n")
     subprocess.run(pip + ["--no-deps", "-r", req], check=True)
     open(marker, "w").close()
-    return python
 
 
 def run_in(python: str, script: str, *args: str, ours: bool, cwd: str, timeout: int = 1800) -> str:

@@ -5,6 +5,7 @@ sides alike; each run is a fresh process running the same user script (tests/par
 and timing Indexer.index() (model load, sampling, k-means, encoding, compression, IVF). Both sides
 use the parity venvs (same torch, transformers, faiss); after the runs the indexes are compared
 file by file. Prints passages/s per side, the ratio ours/oracle, and a markdown table.
+--encode-once-ablation adds a third side, colbert-tap with COLBERT_ENCODE_ONCE=0.
 
     python benchmarks/index_throughput.py --n 1000 --rounds 2
     python benchmarks/index_throughput.py --collection /path/to/big.tsv --n 40000 --rounds 1
@@ -50,12 +51,15 @@ def main(argv=None) -> int:
                     help="A: doc_maxlen 256, nbits 4, dim 96, kmeans_niters 20, index_bsize 32; B: nbits 2, defaults")
     ap.add_argument("--checkpoint", help="ColBERT checkpoint (default: MiniLM + seeded 96-dim projection)")
     ap.add_argument("--workdir", help="where indexes go (default: a temp dir)")
+    ap.add_argument("--encode-once-ablation", action="store_true",
+                    help="add a third side: colbert-tap with COLBERT_ENCODE_ONCE=0 (every sampled passage "
+                         "encoded twice, as upstream does)")
     args = ap.parse_args(argv)
 
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=130)
     oracle_py, ours_py = ensure_venv("oracle"), ensure_venv("ours-tf457")
     work = args.workdir or tempfile.mkdtemp(prefix="colbert-tap-bench-")
     ckpt = args.checkpoint
@@ -66,20 +70,41 @@ def main(argv=None) -> int:
         if not os.path.exists(os.path.join(ckpt, "artifact.metadata")):
             make_checkpoint("minilm", ckpt, dim=96, seed=12345, overwrite=True)
     script = os.path.join(REPO, "tests", "parity", "index_script.py")
-    times = {"colbert-ai 0.2.22": [], "colbert-tap": []}
+    sides = [("colbert-ai 0.2.22", oracle_py, False, {}), ("colbert-tap", ours_py, True, {})]
+    if args.encode_once_ablation:
+        sides.append(("colbert-tap, COLBERT_ENCODE_ONCE=0", ours_py, True, {"COLBERT_ENCODE_ONCE": "0"}))
+    times = {side: [] for side, *_ in sides}
+    loads = [os.getloadavg()]
     paths = {}
     for r in range(args.rounds):
-        for side, python, ours in (("colbert-ai 0.2.22", oracle_py, False), ("colbert-tap", ours_py, True)):
-            root = os.path.join(work, f"{'ours' if ours else 'oracle'}")
+        for i, (side, python, ours, extra_env) in enumerate(sides):
+            root = os.path.join(work, f"side{i}")
             os.makedirs(root, exist_ok=True)
-            out = json.loads(run_in(python, script, ckpt, args.collection, str(args.n), root, args.config,
-                                    ours=ours, cwd=root).strip().splitlines()[-1])
+            saved = {k: os.environ.get(k) for k in extra_env}
+            os.environ.update(extra_env)
+            try:
+                out = json.loads(run_in(python, script, ckpt, args.collection, str(args.n), root, args.config,
+                                        ours=ours, cwd=root).strip().splitlines()[-1])
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
             times[side].append(out["seconds"])
             paths[side] = out["index_path"]
-            console.print(f"round {r + 1}: {side:18s} {out['seconds']:7.1f} s  "
-                          f"({args.n / out['seconds']:.1f} passages/s)")
-    problems = diff_indexes(paths["colbert-tap"], paths["colbert-ai 0.2.22"])
+            loads.append(os.getloadavg())
+            console.print(f"round {r + 1}: {side:34s} {out['seconds']:7.1f} s  "
+                          f"({args.n / out['seconds']:.1f} passages/s)  load {loads[-1][0]:.2f}")
+    oracle_side = sides[0][0]
+    problems = []
+    for side, *_ in sides[1:]:
+        problems += [f"{side} vs {oracle_side}: {p}" for p in diff_indexes(paths[side], paths[oracle_side])]
     identical = "yes" if not problems else f"NO ({len(problems)} differences)"
+    with open(os.path.join(paths[oracle_side], "metadata.json")) as f:
+        meta = json.load(f)
+    avg_doclen = meta["avg_doclen"]
+    load1 = [l[0] for l in loads]
 
     table = Table(title=f"Indexing throughput, {args.n:,} passages, config {args.config}")
     for col in ("side", "runs (s)", "median s", "passages/s"):
@@ -88,20 +113,29 @@ def main(argv=None) -> int:
     for side, ts in times.items():
         table.add_row(side, ", ".join(f"{t:.1f}" for t in ts), f"{med[side]:.1f}", f"{args.n / med[side]:.2f}")
     console.print(table)
-    ratio = med["colbert-ai 0.2.22"] / med["colbert-tap"]
-    console.print(f"ratio (colbert-tap passages/s ÷ colbert-ai passages/s): [bold]{ratio:.2f}[/bold]; "
-                  f"indexes bit-identical: {identical}")
+    ratio = med[oracle_side] / med["colbert-tap"]
+    console.print(f"ratio (colbert-tap passages/s / colbert-ai passages/s): [bold]{ratio:.2f}[/bold]; "
+                  f"all indexes bit-identical to colbert-ai's (diff_indexes): {identical}")
+    if args.encode_once_ablation:
+        off = "colbert-tap, COLBERT_ENCODE_ONCE=0"
+        console.print(f"encode-once saving: {med[off]:.1f} s -> {med['colbert-tap']:.1f} s "
+                      f"({100 * (1 - med['colbert-tap'] / med[off]):.0f}% less time)")
     for p in problems:
         console.print(f"  {p}")
+    console.print(f"avg doclen (tokens per passage in the index, doc_maxlen-capped): {avg_doclen:.1f}; "
+                  f"load average (1 min) before/after runs: {', '.join(f'{x:.2f}' for x in load1)}")
     import torch
 
     print("\nMarkdown:\n")
     print(f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{args.n:,} passages of {os.path.basename(args.collection)}, config {args.config}, {args.rounds} round(s).\n")
-    print("| side | median s | passages/s |\n|---|---:|---:|")
+          f"{args.n:,} passages of {os.path.basename(args.collection)} (avg {avg_doclen:.1f} tokens/passage "
+          f"in the index), config {args.config}, {args.rounds} round(s), 1-min load average "
+          f"{min(load1):.2f}-{max(load1):.2f}.\n")
+    print("| side | runs (s) | median s | passages/s |\n|---|---|---:|---:|")
     for side in times:
-        print(f"| {side} | {med[side]:.1f} | {args.n / med[side]:.2f} |")
-    print(f"| **ratio** | | **{ratio:.2f}** (identical output: {identical}) |")
+        print(f"| {side} | {', '.join(f'{t:.1f}' for t in times[side])} | {med[side]:.1f} | "
+              f"{args.n / med[side]:.2f} |")
+    print(f"| **ratio** colbert-tap / colbert-ai | | | **{ratio:.2f}** (identical output: {identical}) |")
     return 0 if not problems else 1
 
 

@@ -1,4 +1,4 @@
-"""The `colbert-tap` command: make-checkpoint, index, demo, compare, stages."""
+"""The `colbert-tap` command: make-checkpoint, index, search, evaluate, demo, compare, stages."""
 
 from __future__ import annotations
 
@@ -164,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stages", help="list the tap stages in pipeline order")
     p.set_defaults(func=cmd_stages)
+
+    from colbert.evaluation.cli import add_evaluate_parser
+    from colbert.search.search_cli import add_search_parser
+
+    add_search_parser(sub)
+    add_evaluate_parser(sub)
 
     # Parsed by colbert.compare.cli itself (see main); listed here for --help.
     sub.add_parser("compare", help="compare two runs stage by stage (colbert-tap compare --help)", add_help=False)

@@ -78,7 +78,8 @@ def prepare_folder(folder: str, what: str = "save") -> None:
 class SaveTap(ArtifactTap):
     """Saves each selected artifact as `<folder>/<artifact_filename(...)>` and never changes it.
 
-    folder: where to write; None means `<index_path>/tap/` of the run (known at begin()).
+    folder: where to write; None means `<index_path>/tap/` of the run (known at begin()), or
+    `<index_path>/tap/search/` for a search session.
     stages: names/globs to save (None: all). layers: capture encoder layers for the first N encode
     batches of each call site (0: none).
     """
@@ -107,7 +108,8 @@ class SaveTap(ArtifactTap):
             if not info.get("index_path"):
                 raise TapConfigError("tap save: no folder given and no index_path known; use COLBERT_TAP=save:/dir "
                                      "or set COLBERT_TAP_DIR")
-            folder = os.path.join(info["index_path"], "tap")
+            # search artifacts get their own folder so a search never mixes into the index's run
+            folder = os.path.join(info["index_path"], "tap", *(("search",) if info.get("phase") == "search" else ()))
         folder = os.path.abspath(os.path.expanduser(folder))
         prepare_folder(folder)
         self.folder = folder

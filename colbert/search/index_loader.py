@@ -1,0 +1,257 @@
+"""Reads a PLAID index folder into memory (or memory maps it) and checks it before search uses it.
+
+The search kernels index into these tensors with ids read from the same files, so every file is
+checked here (shapes, dtypes, id ranges) and a bad one is reported by name: a corrupt or foreign
+index must fail with a message, never inside C++.
+
+Layout read (written by colbert.indexing, same as colbert-ai 0.2.22):
+  metadata.json                      {"config": {...}, "num_chunks": n, ...}
+  centroids.pt                       (K, dim) float16
+  buckets.pt                         (cutoffs (2**nbits-1,), weights (2**nbits,))
+  avg_residual.pt                    0-dim tensor
+  ivf.pid.pt                         (pids int32, lengths int64 (K,)); legacy ivf.pt is converted
+  doclens.{i}.json, {i}.codes.pt, {i}.residuals.pt   for each chunk i < n
+
+Deliberate difference from upstream: codes/residuals get no 512 uninitialised padding rows (no
+kernel here reads past the last document), and `load_index_with_mmap` memory maps the stored tensor
+where torch's zip reader says it starts instead of assuming a fixed 320-byte header (§6.2).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import ujson
+
+from colbert.indexing.codecs.residual_codec import ResidualCodec
+from colbert.search.strided_tensor import StridedTensor
+
+CODEC_FILES = ("centroids.pt", "buckets.pt", "avg_residual.pt")
+
+
+class IndexFormatError(ValueError):
+    """The folder is not a complete PLAID index of the format this package reads."""
+
+
+@dataclass
+class LoadedIndex:
+    path: str
+    config: object  # ColBERTConfig read from metadata.json
+    codec: ResidualCodec
+    ivf: StridedTensor  # centroid -> sorted pids
+    doclens: torch.Tensor  # int64 (N,)
+    offsets: torch.Tensor  # int64 (N + 1,): first embedding of each passage, then the total
+    codes: torch.Tensor  # int32 (E,)
+    residuals: torch.Tensor  # uint8 (E, dim * nbits / 8)
+    num_chunks: int
+    mmap: bool
+
+    @property
+    def num_passages(self) -> int:
+        return self.doclens.numel()
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.codes.numel()
+
+    @property
+    def nbits(self) -> int:
+        return self.codec.nbits
+
+
+def _fail(index_path: str, name: str, expected: str, actual: str) -> IndexFormatError:
+    return IndexFormatError(f"index {index_path}: {name}: expected {expected}; found {actual}")
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor {str(value.dtype).replace('torch.', '')} {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__} of {len(value)}: " + ", ".join(_describe(v) for v in value[:4])
+    return type(value).__name__
+
+
+def _load_pt(index_path: str, name: str, mmap: bool = False):
+    path = os.path.join(index_path, name)
+    if not os.path.isfile(path):
+        raise _fail(index_path, name, "the file (written by indexing)", "no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise _fail(index_path, name, "a torch.save file of tensors", f"unreadable ({type(e).__name__}: {e})") from e
+
+
+def _load_json(index_path: str, name: str):
+    path = os.path.join(index_path, name)
+    if not os.path.isfile(path):
+        raise _fail(index_path, name, "the file (written by indexing)", "no such file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return ujson.load(f)
+    except ValueError as e:
+        raise _fail(index_path, name, "JSON", f"invalid JSON ({e})") from e
+
+
+def read_index_metadata(index_path: str):
+    """-> (ColBERTConfig, num_chunks) from metadata.json, with a clear error for anything else."""
+    from colbert.infra.config import ColBERTConfig
+
+    if not os.path.isdir(index_path):
+        raise FileNotFoundError(f"index {index_path}: no such folder")
+    meta_path = os.path.join(index_path, "metadata.json")
+    if not os.path.isfile(meta_path):
+        if os.path.isfile(os.path.join(index_path, "plan.json")):
+            raise _fail(index_path, "metadata.json", "the file written when indexing finishes",
+                        "only plan.json: indexing did not finish (re-run it, or resume with overwrite='resume')")
+        raise _fail(index_path, "metadata.json", "a ColBERT PLAID index folder (metadata.json, centroids.pt, "
+                    "ivf.pid.pt, *.codes.pt, ...)", f"no metadata.json; the folder holds {sorted(os.listdir(index_path))[:8]}")
+    meta = _load_json(index_path, "metadata.json")
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        found = sorted(meta)[:8] if isinstance(meta, dict) else type(meta).__name__
+        raise _fail(index_path, "metadata.json", 'an object with a "config" object (colbert-ai >= 0.2 PLAID format)',
+                    f"keys {found}")
+    num_chunks = meta.get("num_chunks")
+    if not isinstance(num_chunks, int) or isinstance(num_chunks, bool) or num_chunks < 1:
+        raise _fail(index_path, "metadata.json", '"num_chunks" a whole number >= 1', repr(num_chunks))
+    config = ColBERTConfig.from_path(meta_path)
+    if config.nbits not in (1, 2, 4, 8):
+        raise _fail(index_path, "metadata.json", "config.nbits in 1, 2, 4, 8", repr(config.nbits))
+    return config, num_chunks
+
+
+def _load_codec(index_path: str, config, use_gpu: bool) -> ResidualCodec:
+    nbits = config.nbits
+    centroids = _load_pt(index_path, "centroids.pt")
+    if not isinstance(centroids, torch.Tensor) or centroids.dim() != 2 or not centroids.is_floating_point():
+        raise _fail(index_path, "centroids.pt", "a float tensor (K, dim)", _describe(centroids))
+    dim = centroids.size(1)
+    if dim != config.dim:
+        raise _fail(index_path, "centroids.pt", f"dim {config.dim} (metadata.json config.dim)", f"dim {dim}")
+    if dim % (8 * nbits):
+        raise _fail(index_path, "centroids.pt", f"dim a multiple of 8 * nbits = {8 * nbits}", f"dim {dim}")
+    buckets = _load_pt(index_path, "buckets.pt")
+    if (not isinstance(buckets, (tuple, list)) or len(buckets) != 2
+            or not all(isinstance(b, torch.Tensor) and b.is_floating_point() for b in buckets)
+            or buckets[0].numel() != 2 ** nbits - 1 or buckets[1].numel() != 2 ** nbits):
+        raise _fail(index_path, "buckets.pt", f"(cutoffs ({2 ** nbits - 1},), weights ({2 ** nbits},)) for "
+                    f"nbits={nbits}", _describe(buckets))
+    avg_residual = _load_pt(index_path, "avg_residual.pt")
+    if not isinstance(avg_residual, torch.Tensor):
+        raise _fail(index_path, "avg_residual.pt", "a tensor", _describe(avg_residual))
+    if avg_residual.dim() == 0:
+        avg_residual = avg_residual.item()
+
+    class _CodecConfig:  # the codec reads only these; the GPU decision is the searcher's
+        total_visible_gpus = 1 if use_gpu else 0
+
+    _CodecConfig.dim, _CodecConfig.nbits = dim, nbits
+    return ResidualCodec(_CodecConfig, centroids, avg_residual, buckets[0].reshape(-1), buckets[1].reshape(-1))
+
+
+def _load_doclens(index_path: str, num_chunks: int) -> list[list[int]]:
+    out = []
+    for i in range(num_chunks):
+        name = f"doclens.{i}.json"
+        lens = _load_json(index_path, name)
+        if not isinstance(lens, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                  for x in lens):
+            raise _fail(index_path, name, "a JSON list of token counts (ints >= 0)", _describe(lens))
+        out.append(lens)
+    return out
+
+
+def _check_chunk(index_path: str, i: int, codes, residuals, n_embs: int, packed_dim: int, K: int):
+    if not isinstance(codes, torch.Tensor) or codes.dim() != 1 or codes.dtype not in (torch.int32, torch.int64):
+        raise _fail(index_path, f"{i}.codes.pt", "a 1-D int32 tensor", _describe(codes))
+    if codes.numel() != n_embs:
+        raise _fail(index_path, f"{i}.codes.pt", f"{n_embs} codes (the sum of doclens.{i}.json)",
+                    f"{codes.numel()}")
+    if n_embs and (int(codes.min()) < 0 or int(codes.max()) >= K):
+        raise _fail(index_path, f"{i}.codes.pt", f"centroid ids in [0, {K})",
+                    f"ids from {int(codes.min())} to {int(codes.max())}")
+    if (not isinstance(residuals, torch.Tensor) or residuals.dtype != torch.uint8
+            or tuple(residuals.shape) != (n_embs, packed_dim)):
+        raise _fail(index_path, f"{i}.residuals.pt", f"uint8 ({n_embs}, {packed_dim})", _describe(residuals))
+
+
+def _load_ivf(index_path: str, doclens: torch.Tensor, K: int) -> StridedTensor:
+    N = doclens.numel()
+    if os.path.isfile(os.path.join(index_path, "ivf.pid.pt")):
+        name = "ivf.pid.pt"
+        loaded = _load_pt(index_path, name)
+        ok = (isinstance(loaded, (tuple, list)) and len(loaded) == 2
+              and all(isinstance(t, torch.Tensor) and t.dim() == 1 for t in loaded))
+        if not ok:
+            raise _fail(index_path, name, "(pids int32 (P,), lengths int64 (K,))", _describe(loaded))
+        ivf, lengths = loaded
+    elif os.path.isfile(os.path.join(index_path, "ivf.pt")):
+        # Pre-PLAID-optimisation layout: embedding ids per centroid; convert in memory (the index
+        # folder is not written to: loading must not change what is on disk).
+        from colbert.indexing.ivf import optimize_ivf
+
+        name = "ivf.pt"
+        loaded = _load_pt(index_path, name)
+        ok = (isinstance(loaded, (tuple, list)) and len(loaded) == 2
+              and all(isinstance(t, torch.Tensor) and t.dim() == 1 for t in loaded))
+        if not ok or int(loaded[1].sum()) != int(doclens.sum()) or loaded[1].numel() != K:
+            raise _fail(index_path, name, f"(embedding ids ({int(doclens.sum())},), lengths ({K},))",
+                        _describe(loaded))
+        emb_ids = loaded[0].long()
+        if emb_ids.numel() and (int(emb_ids.min()) < 0 or int(emb_ids.max()) >= int(doclens.sum())):
+            raise _fail(index_path, name, f"embedding ids in [0, {int(doclens.sum())})", "ids out of range")
+        ivf, lengths = optimize_ivf(emb_ids, loaded[1].long(), doclens.tolist())
+    else:
+        raise _fail(index_path, "ivf.pid.pt", "the file (or legacy ivf.pt)", "neither exists")
+    if ivf.dtype not in (torch.int32, torch.int64) or lengths.dtype not in (torch.int32, torch.int64):
+        raise _fail(index_path, name, "integer tensors (pids int32, lengths int64)", _describe((ivf, lengths)))
+    if lengths.numel() != K:
+        raise _fail(index_path, name, f"{K} list lengths (one per centroid in centroids.pt)", f"{lengths.numel()}")
+    lengths = lengths.long()
+    if int(lengths.min()) < 0 or int(lengths.sum()) > ivf.numel():
+        raise _fail(index_path, name, f"lengths >= 0 summing to at most {ivf.numel()} (the stored pids)",
+                    f"sum {int(lengths.sum())}, min {int(lengths.min())}")
+    used = ivf[: int(lengths.sum())]
+    if used.numel() and (int(used.min()) < 0 or int(used.max()) >= N):
+        raise _fail(index_path, name, f"pids in [0, {N}) (the passages in doclens.*.json)",
+                    f"pids from {int(used.min())} to {int(used.max())}")
+    return StridedTensor(ivf.to(torch.int32), lengths)
+
+
+def load_index(index_path: str, *, use_gpu: bool = False, mmap: bool = False) -> LoadedIndex:
+    config, num_chunks = read_index_metadata(index_path)
+    codec = _load_codec(index_path, config, use_gpu)
+    K, dim, nbits = codec.centroids.size(0), codec.dim, codec.nbits
+    packed_dim = dim // 8 * nbits
+
+    chunk_doclens = _load_doclens(index_path, num_chunks)
+    doclens = torch.tensor([x for lens in chunk_doclens for x in lens], dtype=torch.int64)
+    if doclens.numel() == 0:
+        raise _fail(index_path, "doclens.*.json", "at least one passage", "none")
+
+    if mmap:
+        if use_gpu:
+            raise ValueError(f"index {index_path}: load_index_with_mmap=True works on the CPU only "
+                             "(a GPU search copies the index to the device anyway)")
+        if num_chunks != 1:
+            raise ValueError(f"index {index_path}: load_index_with_mmap=True needs a single-chunk index (one "
+                             f"0.codes.pt / 0.residuals.pt to map); this one has {num_chunks} chunks. Load it "
+                             "without mmap, or re-index into one chunk.")
+    codes, residuals = [], []
+    for i, lens in enumerate(chunk_doclens):
+        c = _load_pt(index_path, f"{i}.codes.pt", mmap=mmap)
+        r = _load_pt(index_path, f"{i}.residuals.pt", mmap=mmap)
+        _check_chunk(index_path, i, c, r, sum(lens), packed_dim, K)
+        codes.append(c if c.dtype == torch.int32 else c.to(torch.int32))
+        residuals.append(r)
+    if len(codes) == 1:
+        codes_all, residuals_all = codes[0], residuals[0]  # keeps a memory map a memory map
+    else:
+        codes_all, residuals_all = torch.cat(codes), torch.cat(residuals)
+
+    offsets = torch.zeros(doclens.numel() + 1, dtype=torch.int64)
+    torch.cumsum(doclens, 0, out=offsets[1:])
+    ivf = _load_ivf(index_path, doclens, K)
+    return LoadedIndex(path=index_path, config=config, codec=codec, ivf=ivf, doclens=doclens, offsets=offsets,
+                       codes=codes_all, residuals=residuals_all, num_chunks=num_chunks, mmap=mmap)

@@ -574,7 +574,8 @@ def test_module_entry_point(tmp_path):
 def test_every_registry_name_parses_back():
     for s in STAGES:
         for nranks in (1, 3):
-            name = artifact_filename(s.name, rank=2, nranks=nranks, chunk=4, site="chunk1", group=5, batch=6, layer=7)
+            name = artifact_filename(s.name, rank=2, nranks=nranks, chunk=4, site="chunk1", group=5, batch=6, layer=7,
+                                     qid=8)
             parsed = parse_tap_name(name)
             assert parsed is not None and parsed[0] == s.name, name
             if s.scope == "layer":

@@ -96,8 +96,11 @@ def test_search_all_forms_and_ranking(searcher, tmp_path):
     ranking = searcher.search_all(QUERIES, k=5)
     assert list(ranking.data) == list(QUERIES)
     for qid, text in QUERIES.items():
+        # one query alone vs all in one encoder batch: equal up to batch-size rounding in the encoder
         pids, ranks, scores = searcher.search(text, k=5)
-        assert ranking.data[qid] == list(zip(pids, ranks, scores))
+        assert [x[:2] for x in ranking.data[qid]] == list(zip(pids, ranks))
+        torch.testing.assert_close(torch.tensor([x[2] for x in ranking.data[qid]]), torch.tensor(scores),
+                                   rtol=1e-5, atol=1e-5)
     flat = ranking.flat()
     assert flat == ranking.flat_ranking == ranking.tolist()
     assert flat[0][:3] == (11, ranking.data[11][0][0], 1) and len(flat) == 5 * len(QUERIES)

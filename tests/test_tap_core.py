@@ -582,7 +582,8 @@ def test_multi_rank_no_clobber(tmp_path, monkeypatch):
 def test_registry_sanity():
     for name in STAGE_NAMES:
         s = get_stage(name)
-        assert s.scope in ("global", "rank", "chunk", "group", "layer")
+        assert s.scope in ("global", "rank", "chunk", "group", "layer", "query")
+        assert s.phase in ("index", "search") and (s.scope == "query") == (s.phase == "search"), name
         assert s.kind in ("tensor", "tuple", "int", "float", "list", "set")
         assert (s.dtype is not None) == (s.kind == "tensor"), name
         for c in s.consumers:

@@ -83,6 +83,7 @@ _SCOPE_PATTERNS = {
     "chunk": r"_(?P<chunk>\d+)",
     "group": rf"_{_SITE}_(?P<group>\d+){_RANK}",
     "layer": rf"_{_SITE}_(?P<group>\d+)_b(?P<batch>\d+)_l(?P<layer>\d+){_RANK}",
+    "query": r"_q(?P<qid>[A-Za-z0-9-]+)",
 }
 _TAP_REGEXES = [(s.name, re.compile(re.escape(s.name) + _SCOPE_PATTERNS[s.scope] + r"\.pt")) for s in STAGES]
 
@@ -97,12 +98,13 @@ def parse_tap_name(filename: str) -> tuple[str, dict] | None:
         m = rx.fullmatch(filename)
         if not m:
             continue
-        ctx = {k: (v if k == "site" else int(v)) for k, v in m.groupdict().items() if v is not None}
+        ctx = {k: (v if k == "site" or (k == "qid" and not v.isdigit()) else int(v))
+               for k, v in m.groupdict().items() if v is not None}
         nranks = 2 if "rank" in ctx else 1
         try:
             again = artifact_filename(name, rank=ctx.get("rank", 0), nranks=nranks, chunk=ctx.get("chunk"),
                                       site=ctx.get("site"), group=ctx.get("group"), batch=ctx.get("batch"),
-                                      layer=ctx.get("layer"))
+                                      layer=ctx.get("layer"), qid=ctx.get("qid"))
         except Exception:  # a registry change we do not know about: treat the file as unnamed
             continue
         if again == filename:

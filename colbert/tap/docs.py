@@ -18,13 +18,13 @@ def _cell(text: str) -> str:
 
 
 def stage_table() -> str:
-    rows = ["| # | stage | file (one rank) | scope | kind, dtype and shape | produced in | feeds |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| # | stage | file (one rank) | phase | scope | kind, dtype and shape | produced in | feeds |",
+            "|---|---|---|---|---|---|---|---|"]
     for i, s in enumerate(STAGES, 1):
         kind = s.kind + (f" {s.dtype}" if s.dtype else "")
         feeds = ", ".join(f"`{c}`" for c in s.consumers) or "(index files / capture only)"
         note = " (capture only, never swapped)" if s.capture_only else ""
-        rows.append(f"| {i} | `{s.name}` | `{filename_pattern(s.name)}` | {s.scope} | "
+        rows.append(f"| {i} | `{s.name}` | `{filename_pattern(s.name)}` | {s.phase} | {s.scope} | "
                     f"{_cell(kind)}: {_cell(s.shape)}{note} | `{s.producer}` | {feeds} |")
     return "\n".join(rows) + "\n"
 

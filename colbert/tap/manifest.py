@@ -176,6 +176,8 @@ def environment_record(info: dict[str, Any]) -> dict[str, Any]:
         "working_dir": os.getcwd(),
         "git_revision": git_revision(),
         "index_path": info.get("index_path"),
+        "phase": info.get("phase", "index"),  # "search" for a Searcher call
+        **({"source": info["source"]} if info.get("source") else {}),
     }
 
 

@@ -1,4 +1,4 @@
-"""The one registry of indexing stages: names, order, producer, consumers, expected types.
+"""The one registry of tap stages (indexing and search): names, order, producer, consumers, types.
 
 The ArtifactTap, `colbert-tap compare` and docs/tap.md all read this table; a stage that is not
 listed here cannot be tapped. Order is pipeline order (the order in which a single-rank run first
@@ -10,19 +10,24 @@ Scopes decide how an artifact is named on disk (see `artifact_filename`):
   chunk   one value per chunk of the collection    -> {stage}_{chunk}.pt
   group   one value per encode group of one call   -> {stage}_{site}_{group}.pt (site: sample | chunk{c})
   layer   one value per encoder layer and batch    -> {stage}_{site}_{group}_b{batch}_l{layer}.pt
+  query   one value per query of a search           -> {stage}_q{qid}.pt
 Rank-scoped and finer names get a `.rank{r}` suffix when nranks > 1 so ranks never clobber each other.
+
+Each stage belongs to a phase: "index" (written by Indexer runs, into <index>/tap/) or "search"
+(written by Searcher calls, into <index>/tap/search/); `stages_of_phase` lists one phase.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
-    scope: str  # global | rank | chunk | group | layer
+    scope: str  # global | rank | chunk | group | layer | query
     kind: str  # tensor | tuple | int | float | list | set
     dtype: str | None  # expected dtype on the CPU path ("float32", "int64", ...); None for non-tensors
     shape: str  # human-readable shape, for docs and error messages
@@ -33,7 +38,17 @@ class Stage:
     # True for values that are observed but never fed back (the pipeline ignores the returned
     # value), so swap leaves them alone: injecting them could not change the run.
     capture_only: bool = False
+    phase: str = "index"  # index | search
+    # A 1-D result whose length depends on the numerics upstream of it (candidate pid lists): swap
+    # accepts another run's value of a different length.
+    variable_length: bool = False
 
+
+def _search(name, kind, dtype, shape, producer, consumers, description, **kw) -> Stage:
+    return Stage(name, "query", kind, dtype, shape, producer, consumers, description, phase="search", **kw)
+
+
+_SCORER = "colbert.search.index_scorer.IndexScorer"
 
 STAGES: tuple[Stage, ...] = (
     Stage("num_passages", "global", "int", None, "N", "colbert.indexing.collection_indexer.setup",
@@ -111,13 +126,46 @@ STAGES: tuple[Stage, ...] = (
           "colbert.indexing.ivf.optimize_ivf", (), "passage ids per centroid, as saved in ivf.pid.pt"),
     Stage("pid_ivf_lengths", "global", "tensor", "int64", "(K,)", "colbert.indexing.ivf.optimize_ivf", (),
           "passages per centroid, as saved in ivf.pid.pt"),
+    # -- search (one Searcher query; CPU path dtypes; the GPU path has float16 where noted) --
+    _search("Q", "tensor", "float32", "(1, query_maxlen, dim)", "colbert.searcher.Searcher.dense_search",
+            ("centroid_scores", "exact_scores"), "query embeddings (the encoder's output for this query)"),
+    _search("centroid_scores", "tensor", "float32", "(K, query_maxlen) (GPU: float16)", f"{_SCORER}.retrieve",
+            ("probed_cells", "filtered_pids"), "similarity of every centroid to every query token"),
+    _search("probed_cells", "tensor", "int64", "(<= ncells * query_maxlen,) sorted unique",
+            f"{_SCORER}.retrieve", ("candidate_pids",), "centroids probed: the ncells best per query token",
+            variable_length=True),
+    _search("candidate_pids", "tensor", "int32", "(P,) sorted unique",
+            f"{_SCORER}.rank", ("filtered_pids",),
+            "passages in the probed cells' lists (or the pids= given), after filter_fn", variable_length=True),
+    _search("filtered_pids", "tensor", "int32", "(<= ndocs // 4,) best approximate score first",
+            f"{_SCORER}.prune", ("decompressed_embs", "exact_scores"),
+            "survivors of the two centroid-only pruning passes (filter_pids); absent when pids= is given",
+            variable_length=True),
+    _search("decompressed_embs", "tensor", "float32", "(sum of the survivors' doclens, dim) (GPU: float16)",
+            f"{_SCORER}.exact_scores", ("exact_scores",),
+            "the survivors' embeddings rebuilt from codes and residuals, L2-normalised"),
+    _search("exact_scores", "tensor", "float32", "(n,) in filtered_pids order",
+            f"{_SCORER}.exact_scores", ("ranked_pids", "ranked_scores"), "MaxSim of Q against each survivor"),
+    _search("ranked_pids", "tensor", "int32", "(n,) best first", f"{_SCORER}.rank", (),
+            "the ranking: survivors sorted by exact score (before truncation to k)"),
+    _search("ranked_scores", "tensor", "float32", "(n,) descending", f"{_SCORER}.rank", (),
+            "exact scores in ranking order (before truncation to k)"),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 _BY_NAME = {s.name: s for s in STAGES}
-SCOPES = ("global", "rank", "chunk", "group", "layer")
+SCOPES = ("global", "rank", "chunk", "group", "layer", "query")
+PHASES = ("index", "search")
 # The ctx keys that locate an artifact (everything `artifact_filename` takes).
-LOCATION_KEYS = ("rank", "nranks", "chunk", "site", "group", "batch", "layer")
+LOCATION_KEYS = ("rank", "nranks", "chunk", "site", "group", "batch", "layer", "qid")
+# qids become part of file names: keep them to characters that are safe everywhere
+_QID = re.compile(r"[A-Za-z0-9-]+")
+
+
+def stages_of_phase(phase: str) -> tuple[Stage, ...]:
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+    return tuple(s for s in STAGES if s.phase == phase)
 
 
 def get_stage(name: str) -> Stage:
@@ -158,8 +206,13 @@ def match_stages(patterns: str | list[str]) -> set[str]:
 
 def artifact_filename(stage: str, *, rank: int = 0, nranks: int = 1, chunk: int | None = None,
                       site: str | None = None, group: int | None = None, batch: int | None = None,
-                      layer: int | None = None) -> str:
+                      layer: int | None = None, qid: int | str | None = None) -> str:
     s = get_stage(stage)
+    if s.scope == "query":
+        if qid is None or not _QID.fullmatch(str(qid)):
+            raise ValueError(f"tap stage {stage!r}: qid {qid!r} cannot name a file; qids must be integers or "
+                             "strings of letters, digits and '-'")
+        return f"{stage}_q{qid}.pt"
     if s.scope == "global":
         base = stage
     elif s.scope == "rank":
@@ -180,7 +233,7 @@ def filename_pattern(stage: str, *, multi_rank: bool = False) -> str:
     s = get_stage(stage)
     base = {"global": stage, "rank": stage, "chunk": f"{stage}_{{chunk}}",
             "group": f"{stage}_{{site}}_{{group}}",
-            "layer": f"{stage}_{{site}}_{{group}}_b{{batch}}_l{{layer}}"}[s.scope]
-    if multi_rank and s.scope not in ("global", "chunk"):
+            "layer": f"{stage}_{{site}}_{{group}}_b{{batch}}_l{{layer}}", "query": f"{stage}_q{{qid}}"}[s.scope]
+    if multi_rank and s.scope not in ("global", "chunk", "query"):
         base += ".rank{rank}"
     return base + ".pt"

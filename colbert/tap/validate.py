@@ -150,6 +150,11 @@ def fit_artifact(stage: str, stored: Any, live: Any, path: str, *, allow_cast: b
                                 "; set COLBERT_TAP_CAST=1 to cast")
             stored = stored.to(getattr(torch, spec.dtype))
         return _as_kind(spec.kind, stored)
+    if (spec.variable_length and isinstance(stored, torch.Tensor) and isinstance(live, torch.Tensor)
+            and stored.dim() == live.dim() == 1):
+        # a pid list whose length is itself a result (e.g. how many passages survive pruning):
+        # another run's list may be longer or shorter; dtype and device still must fit
+        live = torch.empty(stored.shape, dtype=live.dtype, device=live.device)
     return _fit(stage, path, stored, live, "", allow_cast, registry_dtype=spec.dtype if spec.kind == "tensor" else None)
 
 

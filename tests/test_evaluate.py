@@ -200,3 +200,12 @@ def test_cli_entry_point_exit_codes(tmp_path, qrels_file, ranking_file):
     missing_queries = run("search", "--index", str(tmp_path), "--queries", str(tmp_path / "none.tsv"),
                           "--out", str(tmp_path / "o.tsv"))
     assert missing_queries.returncode == 2 and "none.tsv: no such file" in missing_queries.stderr
+
+
+def test_missing_ir_measures_is_a_clear_error(monkeypatch, capsys, qrels_file, ranking_file):
+    monkeypatch.setitem(sys.modules, "ir_measures", None)  # makes `import ir_measures` raise ImportError
+    assert cli_main(["evaluate", "--ranking", ranking_file, "--qrels", qrels_file]) == 2
+    assert "pip install ir-measures" in capsys.readouterr().err
+    # Drift alone needs no metrics library.
+    assert cli_main(["evaluate", "--ranking", ranking_file, "--ranking-b", ranking_file, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["drift"]["identical"] == 3

@@ -221,6 +221,9 @@ def _load_ivf(index_path: str, doclens: torch.Tensor, K: int) -> StridedTensor:
 
 def load_index(index_path: str, *, use_gpu: bool = False, mmap: bool = False) -> LoadedIndex:
     config, num_chunks = read_index_metadata(index_path)
+    if mmap and use_gpu:
+        raise ValueError(f"index {index_path}: load_index_with_mmap=True works on the CPU only "
+                         "(a GPU search copies the index to the device anyway)")
     codec = _load_codec(index_path, config, use_gpu)
     K, dim, nbits = codec.centroids.size(0), codec.dim, codec.nbits
     packed_dim = dim // 8 * nbits
@@ -231,9 +234,6 @@ def load_index(index_path: str, *, use_gpu: bool = False, mmap: bool = False) ->
         raise _fail(index_path, "doclens.*.json", "at least one passage", "none")
 
     if mmap:
-        if use_gpu:
-            raise ValueError(f"index {index_path}: load_index_with_mmap=True works on the CPU only "
-                             "(a GPU search copies the index to the device anyway)")
         if num_chunks != 1:
             raise ValueError(f"index {index_path}: load_index_with_mmap=True needs a single-chunk index (one "
                              f"0.codes.pt / 0.residuals.pt to map); this one has {num_chunks} chunks. Load it "

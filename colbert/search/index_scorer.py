@@ -29,18 +29,21 @@ EMPTY_MAX = reference.EMPTY_MAX
 
 
 class IndexScorer:
-    def __init__(self, index: LoadedIndex, use_gpu: bool = False):
+    def __init__(self, index: LoadedIndex, use_gpu: bool = False, device: str | None = None):
+        """use_gpu selects upstream's GPU algorithm (float16, no floor, topk pruning); it runs on
+        `device`, "cuda" unless given (tests run it on "cpu" to check the algorithm without a GPU)."""
         self.index = index
         self.use_gpu = use_gpu
         codec = index.codec
         self.nbits = codec.nbits
         self.num_passages = index.num_passages
         if use_gpu:
-            self.centroids = codec.centroids.cuda().half()
-            self.bucket_weights = codec.bucket_weights.cuda().half()
-            self.codes = index.codes.cuda()
-            self.residuals = index.residuals.cuda()
-            self.doclens, self.offsets = index.doclens.cuda(), index.offsets.cuda()
+            device = device or "cuda"
+            self.centroids = codec.centroids.to(device).half()
+            self.bucket_weights = codec.bucket_weights.to(device).half()
+            self.codes = index.codes.to(device)
+            self.residuals = index.residuals.to(device)
+            self.doclens, self.offsets = index.doclens.to(device), index.offsets.to(device)
         else:
             self.centroids = codec.centroids.float()
             self.bucket_weights = codec.bucket_weights.float()
@@ -125,6 +128,10 @@ class IndexScorer:
     def rank(self, config, Q: torch.Tensor, filter_fn=None, pids=None, tap_ctx: dict | None = None):
         """Q (1, L, dim) -> (pids list[int], scores list[float]), best first."""
         tap_ctx = tap_ctx or {}
+        unset = [n for n in ("ncells", "centroid_score_threshold", "ndocs") if getattr(config, n) is None]
+        if unset:
+            raise ValueError(f"IndexScorer.rank: {', '.join(unset)} not set (Searcher.dense_search fills them "
+                             "from the first k)")
         with torch.inference_mode():
             if pids is None:
                 pids, S = self.retrieve(config, Q, tap_ctx)

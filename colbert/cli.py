@@ -129,7 +129,7 @@ def cmd_stages(args) -> int:
     from colbert.tap.stages import STAGES
 
     for i, s in enumerate(STAGES, 1):
-        print(f"{i:2d}. {s.name:22s} {s.scope:7s} {s.kind:7s} {s.dtype or '':8s} {s.shape}")
+        print(f"{i:2d}. {s.name:22s} {s.phase:6s} {s.scope:7s} {s.kind:7s} {s.dtype or '':8s} {s.shape}")
     return 0
 
 

@@ -134,3 +134,27 @@ def test_search_tap_without_env_binds_nothing(searcher, clean_env, tmp_path):
     with use_tap(_DuckTap(Spy())):
         searcher.search(QUERIES[3], k=3)
     assert seen == SEARCH_STAGES  # in registry order: the registry order is the pipeline order
+
+
+def test_compare_finds_the_first_search_stage_that_differs(saved, tmp_path, capsys):
+    import json
+
+    from colbert.compare import main
+
+    folder, _ = saved
+    same = tmp_path / "same"
+    shutil.copytree(folder, same)
+    assert main([folder, str(same), "--format", "json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["first_divergence"] is None and rep["matched"] == rep["total"] >= len(SEARCH_STAGES) * len(QUERIES)
+    assert {r["stage"] for r in rep["rows"] if r["stage"]} == set(SEARCH_STAGES)
+
+    changed = tmp_path / "changed"
+    shutil.copytree(folder, changed)
+    pids = load(folder, "filtered_pids_q4.pt")
+    torch.save(pids.flip(0).contiguous(), changed / "filtered_pids_q4.pt")
+    scores = load(folder, "exact_scores_q4.pt")
+    torch.save(scores.flip(0).contiguous(), changed / "exact_scores_q4.pt")
+    assert main([folder, str(changed), "--format", "json"]) == 1
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["first_divergence"] == "filtered_pids"

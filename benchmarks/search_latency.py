@@ -6,9 +6,10 @@
 * Both sides run in their parity venvs (same torch, transformers, tokenizers), as persistent worker
   processes (benchmarks/search_latency_worker.py) that build a Searcher and answer every query once as a
   warm-up (so both sides' C++ extensions are built and loaded) before any timing. Then timed rounds
-  alternate between the sides (who goes first alternates too); a round answers all 93 queries, one
-  `Searcher.search(text, k)` call each (query encoding included), timed per call. While one side runs the
-  other waits on its stdin, so they never compete for the CPU.
+  alternate between the sides (who goes first alternates too); a round answers all 93 queries
+  (--interleave query alternates query by query instead). A query is answered the way `Searcher.search(text, k)`
+  does it, `encode(text)` then `dense_search(Q, k)`, timed apart and together. While one side runs the
+  other waits on its stdin, so they never compete for the CPU. torch threads: 1 on both sides by default.
 * Cold start (--cold, on by default): a fresh process from interpreter start to the first answered
   query, with an empty extension cache: colbert-ai with an empty TORCH_EXTENSIONS_DIR (it JIT-builds four
   extensions), colbert-tap as installed (the ahead-of-time module colbert._ext_cpu, compiled at install
@@ -116,8 +117,13 @@ class Worker:
             raise RuntimeError(f"{self.name} worker: {msg['error']}")
         return msg
 
-    def round(self) -> dict:
+    def round(self) -> list[dict]:
         self.proc.stdin.write("round\n")
+        self.proc.stdin.flush()
+        return self._read()["answers"]
+
+    def query(self, i: int) -> dict:
+        self.proc.stdin.write(f"query {i}\n")
         self.proc.stdin.flush()
         return self._read()
 
@@ -170,9 +176,15 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1000, help="passages indexed (default 1000)")
     ap.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per side, alternating (default 5)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads on both sides")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads on both sides (default 1: one-thread latency is the figure that stays "
+                         "meaningful on a shared, loaded machine)")
     ap.add_argument("--workdir", default=os.path.join(REPO, "experiments", "search_latency"))
     ap.add_argument("--checkpoint", help="ColBERT checkpoint (default: MiniLM + seeded 96-dim projection)")
+    ap.add_argument("--interleave", choices=["round", "query"], default="round",
+                    help="round (default): each side answers all queries in turn, who goes first alternating; "
+                         "query: the sides alternate query by query (load drift cancels better, but each query "
+                         "then starts with caches the other process has cooled)")
     ap.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold-start measurements")
     ap.add_argument("--json", help="also write all figures to this file")
     args = ap.parse_args(argv)
@@ -192,27 +204,44 @@ def main(argv=None) -> int:
                                      os.path.join(args.workdir, "worker-colbert-ai.log"))
         sides["colbert-tap"] = Worker("colbert-tap", ours_py, side_env(True), wargs,
                                       os.path.join(args.workdir, "worker-colbert-tap.log"))
-        lat = {name: [] for name in sides}
+        parts = ("total_s", "encode_s", "rank_s")
+        lat = {name: {p: [] for p in parts} for name in sides}
         round_medians = {name: [] for name in sides}
-        results = {}
+        results = {name: [] for name in sides}
         order = list(sides)
+        nq = sides[order[0]].ready["queries"]
         for r in range(args.rounds):
-            for name in (order if r % 2 == 0 else order[::-1]):
-                msg = sides[name].round()
-                lat[name] += msg["latencies"]
-                round_medians[name].append(1000 * statistics.median(msg["latencies"]))
-                results.setdefault(name, msg["results"])
-                print(f"round {r + 1}/{args.rounds} {name}: median {round_medians[name][-1]:.2f} ms", file=sys.stderr,
-                      flush=True)
+            this_round = {name: [] for name in sides}
+
+            def record(name, msg):
+                for p in parts:
+                    lat[name][p].append(msg[p])
+                this_round[name].append(msg["total_s"])
+                if r == 0:
+                    results[name].append(msg["pids"])
+
+            if args.interleave == "query":
+                for i in range(nq):
+                    for name in (order if (r + i) % 2 == 0 else order[::-1]):
+                        record(name, sides[name].query(i))
+            else:
+                for name in (order if r % 2 == 0 else order[::-1]):
+                    for msg in sides[name].round():
+                        record(name, msg)
+            for name in order:
+                round_medians[name].append(1000 * statistics.median(this_round[name]))
+            print(f"round {r + 1}/{args.rounds}: median ms " + ", ".join(
+                f"{name} {round_medians[name][-1]:.2f}" for name in order) + f" (load {load_average()})",
+                file=sys.stderr, flush=True)
     finally:
         for w in sides.values():
             w.close()
     load_after = load_average()
 
-    stats = {name: summarize(v) for name, v in lat.items()}
-    ours, theirs = stats["colbert-tap"], stats["colbert-ai"]
-    ratio = {key: ours[key] / theirs[key] for key in ("median_ms", "p90_ms", "mean_ms")}
-    same = sum(results["colbert-tap"][q] == results["colbert-ai"][q] for q in results["colbert-ai"])
+    stats = {name: {p: summarize(v) for p, v in per.items()} for name, per in lat.items()}
+    ratio = {p: {key: stats["colbert-tap"][p][key] / stats["colbert-ai"][p][key]
+                 for key in ("median_ms", "p90_ms", "mean_ms")} for p in parts}
+    same = sum(a == b for a, b in zip(results["colbert-tap"], results["colbert-ai"]))
 
     cold = {}
     if args.cold:
@@ -241,17 +270,19 @@ def main(argv=None) -> int:
           f"torch {sides['colbert-tap'].ready['torch']} on both sides.")
     print(f"Index: first {args.n:,} Vaswani passages, nbits=2 (parity config B), built by colbert-tap "
           f"(bit-identical to colbert-ai's). Queries: the 93 Vaswani queries, k={args.k}, "
-          f"{args.rounds} alternating rounds per side after a full warm-up round.\n")
-    print("| side | median ms/query | p90 ms | mean ms | queries timed |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+          f"{args.rounds} rounds per side, alternating by {args.interleave}, after a full warm-up round.\n")
+    print("| side | median ms/query | p90 ms | mean ms | encode median ms | ranking median ms | queries timed |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in ("colbert-ai", "colbert-tap"):
-        s = stats[name]
-        print(f"| {name} | {s['median_ms']:.2f} | {s['p90_ms']:.2f} | {s['mean_ms']:.2f} | {s['n']} |")
-    print(f"| **ratio colbert-tap / colbert-ai** | **{ratio['median_ms']:.2f}** | {ratio['p90_ms']:.2f} | "
-          f"{ratio['mean_ms']:.2f} | |")
+        t, e, r = (stats[name][p] for p in parts)
+        print(f"| {name} | {t['median_ms']:.2f} | {t['p90_ms']:.2f} | {t['mean_ms']:.2f} | {e['median_ms']:.2f} | "
+              f"{r['median_ms']:.2f} | {t['n']} |")
+    t, e, r = (ratio[p] for p in parts)
+    print(f"| **ratio colbert-tap / colbert-ai** | **{t['median_ms']:.2f}** | {t['p90_ms']:.2f} | {t['mean_ms']:.2f} | "
+          f"{e['median_ms']:.2f} | {r['median_ms']:.2f} | |")
     print(f"\nPer-round medians (ms): colbert-ai {', '.join(f'{m:.2f}' for m in round_medians['colbert-ai'])}; "
           f"colbert-tap {', '.join(f'{m:.2f}' for m in round_medians['colbert-tap'])}.")
-    print(f"Same top-{args.k} pids in the same order on both sides: {same}/{len(results['colbert-ai'])} queries.")
+    print(f"Same top-{args.k} pids in the same order on both sides: {same}/{nq} queries.")
     if cold:
         print("\n| fresh process to first answered query | wall s | import s | Searcher() s | first query s |")
         print("| --- | ---: | ---: | ---: | ---: |")

@@ -3,8 +3,11 @@ colbert-tap (PYTHONPATH=repo): it only uses the public `from colbert import Sear
 
     search_latency_worker.py serve INDEX CHECKPOINT QUERIES_TSV K THREADS
         Builds a Searcher, answers every query once (warm-up: extensions built, caches touched), prints
-        {"ready": ...}; then for each stdin line "round" answers every query once more, timing each
-        search() call, and prints {"latencies": [...], "results": {qid: [pid, ...]}}; "quit" ends it.
+        {"ready": ...}; then for each stdin line "query I" answers query I (0-based, file order) and
+        prints {"encode_s", "rank_s", "total_s", "pids"}; "round" answers all queries in file order and
+        prints {"answers": [...]} of those; "quit" ends it. A query is answered as
+        Searcher.search() does it, encode(text) then dense_search(Q, k), timed apart: the encoder is
+        the same transformers code on both sides, the ranking is where the implementations differ.
     search_latency_worker.py cold INDEX CHECKPOINT QUERIES_TSV K THREADS
         A fresh process's way to its first answer: prints the seconds spent importing, building the
         Searcher (model, index, extensions) and answering the first query.
@@ -58,23 +61,26 @@ def main():
 
     for _, text in queries:  # warm-up
         searcher.search(text, k=k)
-    emit({"ready": True, "searcher_s": t_searcher - t_import, "torch": torch.__version__,
+    emit({"ready": True, "queries": len(queries), "searcher_s": t_searcher - t_import, "torch": torch.__version__,
           "threads": torch.get_num_threads()})
-    for line in sys.stdin:
-        command = line.strip()
-        if command == "quit":
-            return
-        if command != "round":
-            emit({"error": f"unknown command {command!r}"})
-            continue
-        latencies, results = [], {}
-        for qid, text in queries:
-            t0 = time.perf_counter()
-            pids, _, _ = searcher.search(text, k=k)
-            latencies.append(time.perf_counter() - t0)
-            results[qid] = list(pids)
-        emit({"latencies": latencies, "results": results})
+    def answer(text):
+        t0 = time.perf_counter()
+        Q = searcher.encode(text)
+        t1 = time.perf_counter()
+        pids, _, _ = searcher.dense_search(Q, k)
+        t2 = time.perf_counter()
+        return {"encode_s": t1 - t0, "rank_s": t2 - t1, "total_s": t2 - t0, "pids": list(pids)}
 
+    for line in sys.stdin:
+        command = line.split()
+        if command == ["quit"]:
+            return
+        if command == ["round"]:
+            emit({"answers": [answer(text) for _, text in queries]})
+        elif len(command) == 2 and command[0] == "query" and command[1].isdigit() and int(command[1]) < len(queries):
+            emit(answer(queries[int(command[1])][1]))
+        else:
+            emit({"error": f"unknown command {line.strip()!r}"})
 
 if __name__ == "__main__":
     main()

@@ -122,7 +122,39 @@ def cmd_demo(args) -> int:
                      doc_maxlen=256, nbits=args.nbits, dim=96, kmeans_niters=20, index_bsize=32)
     print(f"\nIndexed in {time.time() - t0:.1f} s.")
     print(describe_index(path))
+    _demo_search(path, ckpt, collection, full=not isinstance(collection, list))
     return 0
+
+
+def _demo_search(index_path: str, checkpoint: str, collection, full: bool) -> None:
+    """Answer a few shipped queries; on the whole collection also score all 93 against the qrels."""
+    from colbert.evaluation.files import load_qrels, load_queries
+    from colbert.searcher import Searcher
+
+    data = os.path.dirname(DEMO_COLLECTION)
+    queries = load_queries(os.path.join(data, "queries.tsv"))
+    searcher = Searcher(index=index_path, checkpoint=checkpoint)
+    from colbert.indexing.collection import load_tsv
+
+    texts = collection if isinstance(collection, list) else load_tsv(collection)
+    print("\nSearch (PLAID, k=3):")
+    for qid in list(queries)[:3]:
+        pids, _, scores = searcher.search(queries[qid], k=3)
+        print(f"  q{qid}: {queries[qid][:90]}")
+        for pid, score in zip(pids, scores):
+            snippet = texts[pid][:80]
+            print(f"    {score:7.3f}  pid {pid:<6d} {snippet}")
+    if not full:
+        print("(`colbert-tap demo --limit 0` indexes all 11,429 passages and also scores the 93 queries.)")
+        return
+    from colbert.evaluation.metrics import evaluate
+
+    t0 = time.time()
+    ranking = searcher.search_all({q: t for q, t in queries.items()}, k=100)
+    data_ranking = {str(q): [(str(p), r, s) for p, r, s in rows] for q, rows in ranking.data.items()}
+    result = evaluate(data_ranking, load_qrels(os.path.join(data, "qrels.tsv")))
+    print(f"\n{len(queries)} queries searched in {time.time() - t0:.1f} s: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in result.aggregate.items()))
 
 
 def cmd_stages(args) -> int:

@@ -672,3 +672,25 @@ def test_progress_bar_and_subcommand_wiring(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "compare" in captured.err and "B" in captured.err  # tqdm, in bytes
     assert json.loads(captured.out)["exit_code"] == 0
+
+
+def test_first_value_divergence_skips_structural_and_manifest_rows():
+    from colbert.compare.report import DIFFERS, MATCH, Report, Row
+
+    rows = [
+        Row(name="tap/manifest.json", key="manifest", stage=None, kind="json", status=DIFFERS),
+        Row(name="tap/num_passages.pt", key="n", stage="num_passages", kind="int", status=MATCH),
+        Row(name="tap/tensorize_output_sample_0.pt[0][0][0]", key="t", stage="tensorize_output",
+            kind="tuple element", shape_a="(32, 155)", shape_b="(4, 155)", status=DIFFERS),
+        Row(name="tap/local_sample_embs.pt", key="l", stage="local_sample_embs", kind="tensor",
+            shape_a="(100, 96)", shape_b="(100, 96)", status=DIFFERS),
+    ]
+    report = Report(a="A", b="B", profiles=[{"name": "default"}], rows=rows)
+    assert report.first_divergence == "tensorize_output"
+    assert report.first_value_divergent_row.stage == "local_sample_embs"
+    assert "first difference in values: local_sample_embs" in report.verdict_line()
+    assert report.to_json()["first_value_divergence"] == "local_sample_embs"
+
+    only_manifest = Report(a="A", b="B", profiles=[{"name": "default"}], rows=rows[:2])
+    assert only_manifest.first_divergence == "tap/manifest.json"
+    assert only_manifest.first_value_divergent_row is None

@@ -73,8 +73,21 @@ class Report:
 
     @property
     def first_divergent_row(self) -> Row | None:
-        # errors are unknowns, not divergences; one-sided files are divergences (one run lacks a stage)
-        return next((r for r in self.rows if r.status in (DIFFERS, ONLY_A, ONLY_B)), None)
+        # errors are unknowns, not divergences; one-sided files are divergences (one run lacks a stage).
+        # Pipeline artifacts come first: a manifest that records a different thread count is worth a
+        # row, but it is not where the pipeline diverged.
+        diverged = [r for r in self.rows if r.status in (DIFFERS, ONLY_A, ONLY_B)]
+        return next((r for r in diverged if r.stage), diverged[0] if diverged else None)
+
+    @property
+    def first_value_divergent_row(self) -> Row | None:
+        """First stage artifact present on both sides with the same shape whose values differ.
+
+        Differently cut encode groups or batches (another index_bsize) make tensorize_output differ in
+        shape first, which is true but structural; this names where numbers first moved.
+        """
+        return next((r for r in self.rows if r.stage and r.status == DIFFERS and r.shape_a == r.shape_b
+                     and r.kind != "json"), None)
 
     @property
     def first_divergence(self) -> str | None:
@@ -95,6 +108,9 @@ class Report:
             s += "; no divergence" if not self.errors else ""
         else:
             s += f"; first divergence: {r.stage or r.name} ({r.name}, {STATUS_TEXT[r.status]})"
+            v = self.first_value_divergent_row
+            if v is not None and v is not r:
+                s += f"; first difference in values: {v.stage} ({v.name})"
             down = [x for x in self.rows if x.downstream]
             if down:
                 n_bad = sum(x.status != MATCH for x in down)
@@ -116,6 +132,8 @@ class Report:
             "verdict": self.verdict_line(),
             "first_divergence": self.first_divergence,
             "first_divergence_row": None if r is None else r.name,
+            "first_value_divergence": None if self.first_value_divergent_row is None
+            else self.first_value_divergent_row.stage,
             "downstream": [x.name for x in self.rows if x.downstream],
             "exit_code": self.exit_code,
             "versions": self.versions,

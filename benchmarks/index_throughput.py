@@ -4,7 +4,8 @@ Runs alternate (oracle, ours, oracle, ours, ...) in one invocation so that machi
 sides alike; each run is a fresh process running the same user script (tests/parity/index_script.py)
 and timing Indexer.index() (model load, sampling, k-means, encoding, compression, IVF). Both sides
 use the parity venvs (same torch, transformers, faiss); after the runs the indexes are compared
-file by file. Prints passages/s per side, the ratio ours/oracle, and a markdown table.
+file by file. Prints passages/s per side, the ratio ours/oracle, and a markdown table; also the CPU time (user+sys)
+of each run's whole process tree, startup and imports included, which is less sensitive to machine load.
 --encode-once-ablation adds a third side, colbert-tap with COLBERT_ENCODE_ONCE=0.
 
     python benchmarks/index_throughput.py --n 1000 --rounds 2
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -74,6 +76,7 @@ def main(argv=None) -> int:
     if args.encode_once_ablation:
         sides.append(("colbert-tap, COLBERT_ENCODE_ONCE=0", ours_py, True, {"COLBERT_ENCODE_ONCE": "0"}))
     times = {side: [] for side, *_ in sides}
+    cpu = {side: [] for side, *_ in sides}  # user+sys of the run's whole process tree (RUSAGE_CHILDREN delta)
     loads = [os.getloadavg()]
     paths = {}
     for r in range(args.rounds):
@@ -82,6 +85,7 @@ def main(argv=None) -> int:
             os.makedirs(root, exist_ok=True)
             saved = {k: os.environ.get(k) for k in extra_env}
             os.environ.update(extra_env)
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             try:
                 out = json.loads(run_in(python, script, ckpt, args.collection, str(args.n), root, args.config,
                                         ours=ours, cwd=root).strip().splitlines()[-1])
@@ -91,11 +95,13 @@ def main(argv=None) -> int:
                         os.environ.pop(k, None)
                     else:
                         os.environ[k] = v
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             times[side].append(out["seconds"])
+            cpu[side].append(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
             paths[side] = out["index_path"]
             loads.append(os.getloadavg())
             console.print(f"round {r + 1}: {side:34s} {out['seconds']:7.1f} s  "
-                          f"({args.n / out['seconds']:.1f} passages/s)  load {loads[-1][0]:.2f}")
+                          f"({args.n / out['seconds']:.1f} passages/s)  process CPU {cpu[side][-1]:.1f} s  load {loads[-1][0]:.2f}")
     oracle_side = sides[0][0]
     problems = []
     for side, *_ in sides[1:]:
@@ -131,10 +137,10 @@ def main(argv=None) -> int:
           f"{args.n:,} passages of {os.path.basename(args.collection)} (avg {avg_doclen:.1f} tokens/passage "
           f"in the index), config {args.config}, {args.rounds} round(s), 1-min load average "
           f"{min(load1):.2f}-{max(load1):.2f}.\n")
-    print("| side | runs (s) | median s | passages/s |\n|---|---|---:|---:|")
+    print("| side | runs (s) | median s | passages/s | process CPU s (runs) |\n|---|---|---:|---:|---|")
     for side in times:
         print(f"| {side} | {', '.join(f'{t:.1f}' for t in times[side])} | {med[side]:.1f} | "
-              f"{args.n / med[side]:.2f} |")
+              f"{args.n / med[side]:.2f} | {', '.join(f'{c:.1f}' for c in cpu[side])} |")
     print(f"| **ratio** colbert-tap / colbert-ai | | | **{ratio:.2f}** (identical output: {identical}) |")
     return 0 if not problems else 1
 

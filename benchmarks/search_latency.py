@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -41,27 +40,11 @@ sys.path.insert(0, REPO)
 
 from venvs import ensure_venv, run_in  # noqa: E402
 
+from machine import cpu_name, load_text  # noqa: E402
+
 WORKER = os.path.join(REPO, "benchmarks", "search_latency_worker.py")
 INDEX_SCRIPT = os.path.join(REPO, "tests", "parity", "index_script.py")
 VASWANI = os.path.join(REPO, "colbert", "data", "vaswani")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def side_env(ours: bool, pythonpath: str = REPO, **extra) -> dict:
@@ -194,7 +177,7 @@ def main(argv=None) -> int:
     index_path, checkpoint = ensure_index(args.workdir, args.n, ours_py, args.checkpoint)
     queries = os.path.join(VASWANI, "queries.tsv")
     wargs = [index_path, checkpoint, queries, str(args.k), str(args.threads)]
-    load_before = load_average()
+    load_before = load_text()
 
     print(f"warming up both sides on {index_path} ...", file=sys.stderr, flush=True)
     sides = {}
@@ -231,12 +214,12 @@ def main(argv=None) -> int:
             for name in order:
                 round_medians[name].append(1000 * statistics.median(this_round[name]))
             print(f"round {r + 1}/{args.rounds}: median ms " + ", ".join(
-                f"{name} {round_medians[name][-1]:.2f}" for name in order) + f" (load {load_average()})",
+                f"{name} {round_medians[name][-1]:.2f}" for name in order) + f" (load {load_text()})",
                 file=sys.stderr, flush=True)
     finally:
         for w in sides.values():
             w.close()
-    load_after = load_average()
+    load_after = load_text()
 
     stats = {name: {p: summarize(v) for p, v in per.items()} for name, per in lat.items()}
     ratio = {p: {key: stats["colbert-tap"][p][key] / stats["colbert-ai"][p][key]

@@ -8,8 +8,9 @@ built here by real indexing with `colbert-tap index` (one rank, the MiniLM check
 96-dim projection): the shipped Vaswani collection (11,429 abstracts) repeated, each repeat's
 passages suffixed " [copy k]" so that no two passages are the same text, up to --n passages
 (default 20,000); doc_maxlen 128, nbits 2, kmeans_niters 4; A with index_bsize 32, B with
-index_bsize 16 (different padding widths in the encoder). Building both costs roughly 10-20 min of
-CPU on a 2-core machine; the indexes are kept in --workdir and reused on the next run.
+index_bsize 16 (encode groups of 1,600 vs 800 passages, so different padding widths in the encoder).
+Building them took 1,418 s (under heavy load) and 710 s (quiet) of wall time on a 2-core machine; the
+indexes are kept in --workdir and reused on the next run. Results: docs/benchmarks.md, "Compare speed".
 
     python benchmarks/compare_speed.py                         # build (once) and measure
     python benchmarks/compare_speed.py --a IDX_A --b IDX_B     # measure given runs

@@ -21,26 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 
+from machine import cpu_name  # noqa: E402  (benchmarks/ is sys.path[0])
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VASWANI = os.path.join(REPO, "colbert", "data", "vaswani", "collection.tsv")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def colbert_tap_cmd() -> list[str]:

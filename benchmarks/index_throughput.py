@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import tempfile
+
+from machine import cpu_name  # noqa: E402  (benchmarks/ is sys.path[0])
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
@@ -31,17 +32,6 @@ from index_diff import diff_indexes  # noqa: E402
 from venvs import ensure_venv, run_in  # noqa: E402
 
 DEFAULT_TSV = os.path.join(REPO, "colbert", "data", "vaswani", "collection.tsv")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None) -> int:

@@ -694,3 +694,27 @@ def test_first_value_divergence_skips_structural_and_manifest_rows():
     only_manifest = Report(a="A", b="B", profiles=[{"name": "default"}], rows=rows[:2])
     assert only_manifest.first_divergence == "tap/manifest.json"
     assert only_manifest.first_value_divergent_row is None
+
+
+def test_environment_in_manifest_is_shown_not_judged(tmp_path):
+    import json
+
+    from colbert.compare.engine import compare_runs
+
+    def run(root, threads, config_nbits):
+        tap = root / "tap"
+        tap.mkdir(parents=True)
+        manifest = {"format": "colbert-tap-manifest/1", "versions": {"torch": "2.13.0+cpu"},
+                    "device": {"cpu": "Some CPU", "device": "cpu", "cuda_available": False},
+                    "threads": {"torch_num_threads": threads}, "argv": ["x", str(threads)],
+                    "config": {"nbits": config_nbits}, "artifacts": {}}
+        (tap / "manifest.json").write_text(json.dumps(manifest))
+        return root
+
+    a = run(tmp_path / "a", 1, 2)
+    report = compare_runs(str(a), str(run(tmp_path / "b", 2, 2)))
+    assert report.exit_code == 0, report.verdict_line()
+    assert report.versions["A"]["torch threads"] == 1 and report.versions["B"]["torch threads"] == 2
+    assert report.versions["A"]["device"] == "Some CPU"
+    # a different config is a cause, not an environment: still judged
+    assert compare_runs(str(a), str(run(tmp_path / "c", 1, 4))).exit_code == 1

@@ -170,8 +170,16 @@ def _versions(layout: RunLayout) -> dict:
                 d = load_json(p)
             except LoadError:
                 return {}
-            v = d.get("versions") if isinstance(d, dict) else None
-            return v if isinstance(v, dict) else {}
+            if not isinstance(d, dict):
+                return {}
+            v = dict(d.get("versions") or {}) if isinstance(d.get("versions"), dict) else {}
+            device, threads = d.get("device"), d.get("threads")
+            if isinstance(device, dict):
+                gpus = device.get("gpus") if device.get("device") == "cuda" else None
+                v["device"] = ", ".join(gpus) if gpus else device.get("cpu")
+            if isinstance(threads, dict) and "torch_num_threads" in threads:
+                v["torch threads"] = threads["torch_num_threads"]
+            return v
     return {}
 
 

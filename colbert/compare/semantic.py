@@ -216,8 +216,11 @@ IGNORED_KEYS = frozenset({
     "git_commit_datetime", "tap_dir", "index_dir", "output", "output_dir",
 })
 IGNORED_SUFFIXES = ("_path", "_dir", "_root", "_time", "_timestamp", "_date", "_datetime", "_at")
-# manifest.json: versions are shown in the report header, per-artifact entries are the other rows.
-MANIFEST_IGNORED = frozenset({"versions", "artifacts"})
+# manifest.json: where and how a run ran (versions, device, threads, command line) is shown in the report
+# header, not judged: comparing two installs is the point, and their environments differ by design.
+# Per-artifact entries are the other rows. The config stays compared: a different config is a cause.
+MANIFEST_IGNORED = frozenset({"versions", "artifacts", "device", "threads", "argv", "working_dir", "git_revision",
+                              "tap", "status", "format"})
 
 
 def ignored_key(k: str) -> bool:

@@ -145,6 +145,14 @@ def test_two_ranks_on_cpu(colbert_checkpoint, tmp_path):
     ivf, lengths = torch.load(os.path.join(path, "ivf.pid.pt"), weights_only=True)
     assert int(lengths.sum()) <= ivf.numel() and set(ivf[:int(lengths.sum())].tolist()) == set(range(300))
 
+    # searchable: both ranks' chunks are found, each passage by its own text
+    from colbert import Searcher
+
+    searcher = Searcher(index=path, checkpoint=colbert_checkpoint)
+    for pid in (3, 150, 297):
+        pids, _, _ = searcher.search(passages[pid], k=10)
+        assert pid in pids, (pid, pids)
+
 
 def test_torch_kmeans_backend_is_recorded(colbert_checkpoint, tmp_path):
     path = build_index(colbert_checkpoint, vaswani_passages(80), tmp_path, kmeans_backend="torch")

@@ -44,7 +44,7 @@ def searcher(small_index):
 def test_scores_equal_direct_maxsim(searcher, small_index):
     index_path, passages = small_index
     docs = decompressed_documents(index_path)
-    assert len(docs) == len(passages) == searcher.chunks.num_documents
+    assert len(docs) == len(passages) == searcher.num_documents
     assert all(torch.allclose(d.norm(dim=1), torch.ones(len(d)), atol=1e-5) for d in docs)
     Q = searcher.encode(QUERIES)
     assert Q.shape == (len(QUERIES), searcher.config.query_maxlen, searcher.config.dim)

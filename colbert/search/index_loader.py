@@ -94,8 +94,23 @@ def _load_json(index_path: str, name: str):
         raise _fail(index_path, name, "JSON", f"invalid JSON ({e})") from e
 
 
+def resolve_index_path(index: str, index_root: str | None = None) -> str:
+    """An index given by path, or by name under index_root. Raises FileNotFoundError naming what was tried."""
+    candidates = [os.path.join(index_root, index)] if index_root else []
+    candidates.append(index)
+    for path in candidates:
+        if os.path.isfile(os.path.join(path, "metadata.json")):
+            return os.path.abspath(path)
+    raise FileNotFoundError(f"no index (a folder holding metadata.json) at {' or '.join(map(repr, candidates))}")
+
+
 def read_index_metadata(index_path: str):
     """-> (ColBERTConfig, num_chunks) from metadata.json, with a clear error for anything else."""
+    config, meta = _read_metadata(index_path)
+    return config, meta["num_chunks"]
+
+
+def _read_metadata(index_path: str):
     from colbert.infra.config import ColBERTConfig
 
     if not os.path.isdir(index_path):
@@ -118,7 +133,7 @@ def read_index_metadata(index_path: str):
     config = ColBERTConfig.from_path(meta_path)
     if config.nbits not in (1, 2, 4, 8):
         raise _fail(index_path, "metadata.json", "config.nbits in 1, 2, 4, 8", repr(config.nbits))
-    return config, num_chunks
+    return config, meta
 
 
 def _load_codec(index_path: str, config, use_gpu: bool) -> ResidualCodec:
@@ -220,7 +235,8 @@ def _load_ivf(index_path: str, doclens: torch.Tensor, K: int) -> StridedTensor:
 
 
 def load_index(index_path: str, *, use_gpu: bool = False, mmap: bool = False) -> LoadedIndex:
-    config, num_chunks = read_index_metadata(index_path)
+    config, meta = _read_metadata(index_path)
+    num_chunks = meta["num_chunks"]
     if mmap and use_gpu:
         raise ValueError(f"index {index_path}: load_index_with_mmap=True works on the CPU only "
                          "(a GPU search copies the index to the device anyway)")
@@ -232,6 +248,10 @@ def load_index(index_path: str, *, use_gpu: bool = False, mmap: bool = False) ->
     doclens = torch.tensor([x for lens in chunk_doclens for x in lens], dtype=torch.int64)
     if doclens.numel() == 0:
         raise _fail(index_path, "doclens.*.json", "at least one passage", "none")
+    stated = meta.get("num_embeddings")
+    if isinstance(stated, int) and stated != int(doclens.sum()):
+        raise _fail(index_path, "doclens.*.json", f"token counts summing to num_embeddings={stated} "
+                    "(metadata.json)", f"doclens sum to {int(doclens.sum())}")
 
     if mmap:
         if num_chunks != 1:

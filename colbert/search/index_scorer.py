@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from colbert.search import extensions, reference
 from colbert.search.index_loader import LoadedIndex
+from colbert.search.strided_tensor import gather_rows
 from colbert.tap import tap
 
 EMPTY_MAX = reference.EMPTY_MAX
@@ -85,7 +86,7 @@ class IndexScorer:
 
     def _approx_scores(self, pids: torch.Tensor, S: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         codes = extensions.segmented_lookup(self.codes, self.offsets, self.doclens, pids) if not self.use_gpu \
-            else _gather_rows(self.codes, self.offsets, self.doclens, pids)
+            else gather_rows(self.codes, self.offsets, self.doclens, pids)
         codes = codes.long()
         token_scores = S[codes]
         if keep is not None:
@@ -108,8 +109,8 @@ class IndexScorer:
             D = extensions.decompress_residuals(pids, self.doclens, self.offsets, self.codes, self.residuals,
                                                 self.centroids, self.bucket_weights, self.nbits)
         else:
-            codes = _gather_rows(self.codes, self.offsets, self.doclens, pids)
-            residuals = _gather_rows(self.residuals, self.offsets, self.doclens, pids)
+            codes = gather_rows(self.codes, self.offsets, self.doclens, pids)
+            residuals = gather_rows(self.residuals, self.offsets, self.doclens, pids)
             D = extensions.decompress_rows(codes, residuals, self.centroids, self.bucket_weights, self.nbits)
         return F.normalize(D, dim=-1)
 
@@ -175,11 +176,3 @@ class IndexScorer:
             raise IndexError(f"{what}: passage ids must lie in [0, {self.num_passages}) for this index; got ids "
                              f"from {int(pids.min())} to {int(pids.max())}")
 
-
-def _gather_rows(packed, offsets, lengths, ids):
-    """Torch version of segmented_lookup for CUDA tensors."""
-    ids = ids.long()
-    lens = lengths[ids]
-    first_out = torch.cumsum(lens, 0) - lens
-    rows = torch.arange(int(lens.sum()), device=packed.device) + torch.repeat_interleave(offsets[ids] - first_out, lens)
-    return packed[rows]

@@ -28,7 +28,7 @@ def add_search_parser(sub) -> None:
 
 
 def _resolve(index: str, index_root: str | None) -> str:
-    from colbert.search.exhaustive import resolve_index_path
+    from colbert.search.index_loader import resolve_index_path
 
     return resolve_index_path(index, index_root)
 

@@ -46,11 +46,7 @@ class StridedTensor:
             raise IndexError(f"StridedTensor.lookup: ids must lie in [0, {len(self)})")
         lengths = self.lengths[ids]
         if self.tensor.is_cuda:
-            starts = self.offsets[ids]
-            first_out = torch.cumsum(lengths, 0) - lengths
-            rows = torch.arange(int(lengths.sum()), device=ids.device) + torch.repeat_interleave(
-                starts - first_out, lengths)
-            return self.tensor[rows], lengths
+            return gather_rows(self.tensor, self.offsets, self.lengths, ids), lengths
         return extensions.segmented_lookup(self.tensor, self.offsets, self.lengths, ids), lengths
 
     def as_padded_tensor(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,3 +60,13 @@ class StridedTensor:
             rows, _ = self.lookup(torch.arange(n, device=self.lengths.device))
             out[mask] = rows
         return out, mask.reshape(n, width, *([1] * len(inner)))
+
+
+def gather_rows(packed: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor, ids: torch.Tensor):
+    """segmented_lookup in plain torch (one gather), for CUDA tensors where there is no CPU kernel:
+    rows offsets[i] .. offsets[i] + lengths[i] - 1 of packed for each i in ids, concatenated."""
+    ids = ids.long()
+    lens = lengths[ids]
+    first_out = torch.cumsum(lens, 0) - lens
+    rows = torch.arange(int(lens.sum()), device=packed.device) + torch.repeat_interleave(offsets[ids] - first_out, lens)
+    return packed[rows]

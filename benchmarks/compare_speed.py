@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from machine import cpu_name  # noqa: E402  (benchmarks/ is sys.path[0])
+from common import benchmark_checkpoint, cpu_name  # noqa: E402  (benchmarks/ is sys.path[0])
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VASWANI = os.path.join(REPO, "colbert", "data", "vaswani", "collection.tsv")
@@ -96,13 +96,7 @@ def main(argv=None) -> int:
         a, b = args.a, args.b
     else:
         os.makedirs(args.workdir, exist_ok=True)
-        ckpt = args.checkpoint
-        if not ckpt:
-            from colbert.modeling.make_checkpoint import make_checkpoint
-
-            ckpt = os.path.join(args.workdir, "checkpoint")
-            if not os.path.exists(os.path.join(ckpt, "artifact.metadata")):
-                make_checkpoint("minilm", ckpt, dim=96, seed=12345, overwrite=True)
+        ckpt = benchmark_checkpoint(args.workdir, args.checkpoint)
         a, build_s["A"] = build(args.workdir, args.n, 32, f"vaswani{args.n}.bs32", ckpt)
         b, build_s["B"] = build(args.workdir, args.n, 16, f"vaswani{args.n}.bs16", ckpt)
 

@@ -22,7 +22,7 @@ import statistics
 import sys
 import tempfile
 
-from machine import cpu_name  # noqa: E402  (benchmarks/ is sys.path[0])
+from common import benchmark_checkpoint, cpu_name  # noqa: E402  (benchmarks/ is sys.path[0])
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
@@ -54,13 +54,7 @@ def main(argv=None) -> int:
     console = Console(width=130)
     oracle_py, ours_py = ensure_venv("oracle"), ensure_venv("ours-tf457")
     work = args.workdir or tempfile.mkdtemp(prefix="colbert-tap-bench-")
-    ckpt = args.checkpoint
-    if not ckpt:
-        from colbert.modeling.make_checkpoint import make_checkpoint
-
-        ckpt = os.path.join(work, "checkpoint")
-        if not os.path.exists(os.path.join(ckpt, "artifact.metadata")):
-            make_checkpoint("minilm", ckpt, dim=96, seed=12345, overwrite=True)
+    ckpt = benchmark_checkpoint(work, args.checkpoint)
     script = os.path.join(REPO, "tests", "parity", "index_script.py")
     sides = [("colbert-ai 0.2.22", oracle_py, False, {}), ("colbert-tap", ours_py, True, {})]
     if args.encode_once_ablation:

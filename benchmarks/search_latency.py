@@ -40,7 +40,7 @@ sys.path.insert(0, REPO)
 
 from venvs import ensure_venv, run_in  # noqa: E402
 
-from machine import cpu_name, load_text  # noqa: E402
+from common import benchmark_checkpoint, cpu_name, load_text  # noqa: E402
 
 WORKER = os.path.join(REPO, "benchmarks", "search_latency_worker.py")
 INDEX_SCRIPT = os.path.join(REPO, "tests", "parity", "index_script.py")
@@ -67,12 +67,7 @@ def ensure_index(workdir: str, n: int, ours_py: str, checkpoint: str | None) -> 
             saved = json.load(f)
         if os.path.exists(os.path.join(saved["index_path"], "metadata.json")) and os.path.isdir(saved["checkpoint"]):
             return saved["index_path"], saved["checkpoint"]
-    if checkpoint is None:
-        from colbert.modeling.make_checkpoint import make_checkpoint
-
-        checkpoint = os.path.join(workdir, "checkpoint")
-        if not os.path.exists(os.path.join(checkpoint, "artifact.metadata")):
-            make_checkpoint("minilm", checkpoint, dim=96, seed=12345, overwrite=True)
+    checkpoint = benchmark_checkpoint(workdir, checkpoint)
     print(f"building the {n}-passage index (once; cached in {workdir}) ...", file=sys.stderr, flush=True)
     out = run_in(ours_py, INDEX_SCRIPT, checkpoint, os.path.join(VASWANI, "collection.tsv"), str(n),
                  os.path.join(workdir, "root"), "B", ours=True, cwd=workdir)

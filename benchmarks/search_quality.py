@@ -28,18 +28,11 @@ import os
 import sys
 import time
 
+from common import benchmark_checkpoint  # noqa: E402  (benchmarks/ is sys.path[0])
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 VASWANI = os.path.join(REPO, "colbert", "data", "vaswani")
-
-
-def ensure_checkpoint(workdir: str) -> str:
-    from colbert.modeling.make_checkpoint import make_checkpoint
-
-    ckpt = os.path.join(workdir, "checkpoint")
-    if not os.path.exists(os.path.join(ckpt, "artifact.metadata")):
-        make_checkpoint("minilm", ckpt, dim=96, seed=12345, overwrite=True)
-    return ckpt
 
 
 def ensure_index(workdir: str, checkpoint: str, nbits: int, doc_maxlen: int, limit: int | None) -> tuple[str, float | None]:
@@ -81,7 +74,7 @@ def main(argv=None) -> int:
     from colbert.searcher import Searcher
 
     os.makedirs(args.workdir, exist_ok=True)
-    checkpoint = ensure_checkpoint(args.workdir)
+    checkpoint = benchmark_checkpoint(args.workdir)
     index_path, index_s = ensure_index(args.workdir, checkpoint, args.nbits, args.doc_maxlen, args.limit)
     with open(os.path.join(index_path, "metadata.json")) as f:
         meta = json.load(f)

@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 
+from common import benchmark_checkpoint  # noqa: E402  (benchmarks/ is sys.path[0])
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TSV = os.path.join(REPO, "colbert", "data", "vaswani", "collection.tsv")
 CONFIG_A = dict(doc_maxlen=256, nbits=4, dim=96, kmeans_niters=20, index_bsize=32, bsize=64)
@@ -121,13 +123,7 @@ def main(argv=None) -> int:
     from index_diff import diff_indexes
 
     work = args.workdir or tempfile.mkdtemp(prefix="colbert-tap-tapbench-")
-    ckpt = args.checkpoint
-    if not ckpt:
-        from colbert.modeling.make_checkpoint import make_checkpoint
-
-        ckpt = os.path.join(work, "checkpoint")
-        if not os.path.exists(os.path.join(ckpt, "artifact.metadata")):
-            make_checkpoint("minilm", ckpt, dim=96, seed=12345, overwrite=True)
+    ckpt = benchmark_checkpoint(work, args.checkpoint)
     times = {m: [] for m in MODES}
     cpu = {m: [] for m in MODES}
     paths, tap_bytes, patched = {}, [], []

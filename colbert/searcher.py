@@ -172,6 +172,9 @@ class Searcher:
     def _tap_session(self, k: int, source: str):
         from colbert.tap.session import tap_session
 
-        config = self.config.export()
-        config["k"] = k
+        def config():
+            exported = self.config.export()
+            exported["k"] = k
+            return exported
+
         return tap_session(config_dict=config, index_path=self.index, phase="search", source=source)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from colbert.tap.core import ArtifactTap, active_tap, use_tap
 from colbert.tap.env import env_settings, tap_from_env
 
 
 @contextlib.contextmanager
-def tap_session(*, config_dict: dict[str, Any] | None, index_path: str | None, rank: int = 0,
+def tap_session(*, config_dict: dict[str, Any] | Callable[[], dict[str, Any]] | None, index_path: str | None, rank: int = 0,
                 nranks: int = 1, phase: str = "index", source: str | None = None) -> Iterator[ArtifactTap | None]:
     """Begin/end the active tap around one indexing run of one rank, or one search call
     (phase="search"; source names the call, e.g. "Searcher::search_all").
@@ -28,6 +28,8 @@ def tap_session(*, config_dict: dict[str, Any] | None, index_path: str | None, r
     if t is None:
         yield None
         return
+    if callable(config_dict):  # built only when a tap is on: a search calls this once per query
+        config_dict = config_dict()
     info = {"config": config_dict, "index_path": index_path, "rank": rank, "nranks": nranks, "phase": phase,
             "argv": list(sys.argv), "tap_settings": {"env": env_settings()}}
     if source is not None:

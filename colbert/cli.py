@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_parser(sub)
     add_evaluate_parser(sub)
 
+    from colbert.matrix.cli import add_matrix_parser
+
+    add_matrix_parser(sub)
+
     # Parsed by colbert.compare.cli itself (see main); listed here for --help.
     sub.add_parser("compare", help="compare two runs stage by stage (colbert-tap compare --help)", add_help=False)
     return parser
@@ -216,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         return compare_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, ImportError, TypeError) as e:

@@ -1,0 +1,1 @@
+"""Running the same ColBERT job under several torch installs and comparing them pair by pair."""

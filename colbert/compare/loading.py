@@ -9,22 +9,24 @@ from typing import Any
 
 import torch
 
+from colbert.utils.torch_load import safe_load
+
 
 class LoadError(Exception):
     """An artifact that could not be read; the message names the file."""
 
 
 def load_pt(path: Path) -> Any:
-    """torch.load with weights_only=True, memory-mapped where the file format allows.
+    """safe_load (weights_only), memory-mapped where torch and the file format allow.
 
     mmap keeps memory bounded on big indexes: pages are read as the chunked comparison touches
     them. Files in the legacy (non-zip) format cannot be mapped, so they are read whole.
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return safe_load(path, mmap=True)
     except Exception as first:
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return safe_load(path)
         except Exception as second:
             msg = str(second).strip().splitlines()[0] if str(second).strip() else type(second).__name__
             if "weights_only" in str(second) or "Unsupported global" in str(second):

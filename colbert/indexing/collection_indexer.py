@@ -24,6 +24,7 @@ from colbert.infra.distributed import all_reduce_sum, barrier
 from colbert.modeling.checkpoint import Checkpoint
 from colbert.tap import active_tap, tap
 from colbert.utils.io import atomic_torch_save, write_json_compact, write_json_pretty
+from colbert.utils.torch_load import safe_load
 
 
 class Plan:
@@ -127,7 +128,7 @@ def _gather_sample(config, local_sample_fp16, index_path) -> torch.Tensor:
     parts = []
     for r in range(config.nranks):
         path = os.path.join(index_path, f"sample.{r}.pt")
-        parts.append(torch.load(path, map_location="cpu", weights_only=True))
+        parts.append(safe_load(path))
         os.remove(path)
     return torch.cat(parts)
 
@@ -194,7 +195,7 @@ def finalize(config, collection, index_path, plan: Plan) -> None:
         passage_offset += meta["num_passages"]
         embedding_offset += meta["num_embeddings"]
         write_json_pretty(meta_path, meta)
-        codes.append(torch.load(os.path.join(index_path, f"{c}.codes.pt"), map_location="cpu", weights_only=True))
+        codes.append(safe_load(os.path.join(index_path, f"{c}.codes.pt")))
     num_embeddings = embedding_offset
     ivf, ivf_lengths = build_ivf(codes, plan.num_partitions)
     pid_ivf, pid_lengths = optimize_ivf(ivf, ivf_lengths, read_all_doclens(index_path))

@@ -13,6 +13,7 @@ import os
 from contextlib import contextmanager
 
 import torch
+from colbert.utils.torch_load import safe_load
 
 PROJECTION_NAMES = ("linear.weight", "colbert_linear.weight")
 PREFIXES = ("bert.", "model.", "roberta.")
@@ -103,7 +104,7 @@ def load_state_dict(directory: str, sub: str = "") -> dict[str, torch.Tensor] | 
             from safetensors.torch import load_file
 
             return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return safe_load(path)
     return None
 
 

@@ -27,6 +27,7 @@ import ujson
 
 from colbert.indexing.codecs.residual_codec import ResidualCodec
 from colbert.search.strided_tensor import StridedTensor
+from colbert.utils.torch_load import safe_load
 
 CODEC_FILES = ("centroids.pt", "buckets.pt", "avg_residual.pt")
 
@@ -78,7 +79,7 @@ def _load_pt(index_path: str, name: str, mmap: bool = False):
     if not os.path.isfile(path):
         raise _fail(index_path, name, "the file (written by indexing)", "no such file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return safe_load(path, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
         raise _fail(index_path, name, "a torch.save file of tensors", f"unreadable ({type(e).__name__}: {e})") from e
 

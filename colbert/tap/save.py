@@ -173,7 +173,7 @@ class SaveTap(ArtifactTap):
         data = buf.getvalue()
         path = os.path.join(self.folder, fname)
         self._write(path, data)
-        entry = {"stage": stage, "file": fname, **summarize(snap), "sha256": hashlib.sha256(data).hexdigest(),
+        entry = {"stage": stage, "file": fname, **summarize(value), "sha256": hashlib.sha256(data).hexdigest(),
                  "content_sha256": content_sha256(snap), "bytes": len(data), "location": loc,
                  "source": ctx.get("tap_source", "computed"), "order": self._count}
         self.manifest.add(fname, entry)

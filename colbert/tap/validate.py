@@ -16,6 +16,7 @@ import torch
 
 from colbert.tap.errors import TapLoadError, TapMismatchError, TapUnsafeError, TapWriteError
 from colbert.tap.stages import get_stage
+from colbert.utils.torch_load import safe_load
 
 _KIND_TYPES = {"tensor": (torch.Tensor,), "tuple": (tuple,), "int": (int,), "float": (float,),
                "list": (list,), "set": (set, frozenset)}
@@ -81,7 +82,13 @@ def to_saveable(value: Any, stage: str) -> Any:
         items = [to_saveable(v, stage) for v in value]
         return items if isinstance(value, list) else tuple(items)
     if isinstance(value, (set, frozenset)):
-        return {to_saveable(v, stage) for v in value}
+        # A sorted list, not a set: torch < 2.7 refuses sets under weights_only=True, and a tap
+        # folder must load on every supported torch. The stage registry's kind turns it back.
+        items = [to_saveable(v, stage) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return sorted(items, key=repr)
     if isinstance(value, dict):
         return {k: to_saveable(v, stage) for k, v in value.items()}
     try:
@@ -104,7 +111,7 @@ def load_artifact(path: str, stage: str | None = None) -> Any:
     if not os.path.exists(path):
         raise TapLoadError(f"tap swap: {what}artifact file {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return safe_load(path)
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "Weights only load failed" in msg or "Unsupported global" in msg or "unsupported GLOBAL" in msg:

@@ -13,6 +13,7 @@ import torch
 
 from colbert.tap import tap
 from colbert.utils.io import atomic_torch_save
+from colbert.utils.torch_load import safe_load
 
 COMPRESS_SLICE = 1 << 18
 LOOKUP_SLICE = 1 << 20
@@ -94,10 +95,9 @@ class ResidualCodec:
         from colbert.infra.config import ColBERTConfig
 
         config = ColBERTConfig.load_from_index(index_path)
-        centroids = torch.load(os.path.join(index_path, "centroids.pt"), map_location="cpu", weights_only=True)
-        avg_residual = torch.load(os.path.join(index_path, "avg_residual.pt"), map_location="cpu", weights_only=True)
-        bucket_cutoffs, bucket_weights = torch.load(os.path.join(index_path, "buckets.pt"), map_location="cpu",
-                                                    weights_only=True)
+        centroids = safe_load(os.path.join(index_path, "centroids.pt"))
+        avg_residual = safe_load(os.path.join(index_path, "avg_residual.pt"))
+        bucket_cutoffs, bucket_weights = safe_load(os.path.join(index_path, "buckets.pt"))
         if avg_residual.dim() == 0:
             avg_residual = avg_residual.item()
         return cls(config, centroids, avg_residual, bucket_cutoffs, bucket_weights)

@@ -41,7 +41,7 @@ def safe_load(path, *, mmap: bool = False) -> Any:
             raise
         try:
             return load_restricted(path)
-        except _Disallowed:
+        except Exception:  # torch's own message is the one to show, whatever our retry tripped on
             raise refused from None
 
 

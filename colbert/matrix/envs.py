@@ -160,7 +160,8 @@ def installer_error(output: str, limit: int = 6) -> str:
     picked = []
     for line in output.splitlines():
         s = line.strip()
-        if s.startswith(("ERROR:", "error:", "×", "╰─▶", "│")) or "No matching distribution" in s \
+        if s.startswith(("ERROR:", "error:", "×", "╰─▶", "│", "The conflict is caused by", "The user requested")) \
+                or "No matching distribution" in s \
                 or "Could not find a version" in s or "ResolutionImpossible" in s:
             picked.append(s)
     if not picked:

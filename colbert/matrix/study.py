@@ -22,11 +22,15 @@ def _drift_json(d) -> dict:
 
 def search_study(matrix, targets) -> dict:
     from colbert.evaluation.drift import drift_report
-    from colbert.evaluation.files import load_qrels, load_ranking
+    from colbert.evaluation.files import load_qrels, load_queries, load_ranking
     from colbert.evaluation.metrics import evaluate
 
     s = matrix.spec.search
-    qrels = load_qrels(s.qrels) if s.qrels else None
+    qrels = None
+    if s.qrels:
+        # judged queries that the queries file does not ask are not part of the study
+        asked = set(load_queries(s.queries))
+        qrels = {q: rels for q, rels in load_qrels(s.qrels).items() if q in asked}
     metrics = _metric_names(s.k)
     runs = {}
     for t in targets:

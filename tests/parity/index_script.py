@@ -23,7 +23,11 @@ def main():
         config = ColBERTConfig(checkpoint=ckpt, **configs[which])
         path = Indexer(checkpoint=ckpt, config=config).index(name=f"parity.{which}", collection=passages,
                                                              overwrite=True)
-    print(json.dumps({"index_path": path, "seconds": time.perf_counter() - t0}))
+    import colbert
+    import torch
+
+    print(json.dumps({"index_path": path, "seconds": time.perf_counter() - t0, "colbert": colbert.__file__,
+                      "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 oracle     colbert-ai 0.2.22 with the exact pins it runs with here (transformers 4.57.6).
 ours-tf457 the same pins minus colbert-ai; our package runs there from the repo via PYTHONPATH, so
            both sides share torch, transformers, tokenizers and faiss to the version.
+torch-V    one environment per other torch version (1.13.1 in CI), built by the matrix command's own
+           builder from colbert/matrix/pins.json; colbert-ai sits in its own --target folder inside it
+           that only upstream runs put on PYTHONPATH (both projects are the import package `colbert`).
 A venv is rebuilt when the pins file changes (its hash is stored inside). Location: $COLBERT_TAP_VENVS,
 else <repo>/.venvs.
 """
@@ -70,14 +73,36 @@ def _build(root: str, python: str, pins: list[str], marker: str) -> None:
     open(marker, "w").close()
 
 
-def run_in(python: str, script: str, *args: str, ours: bool, cwd: str, timeout: int = 1800) -> str:
-    env = dict(os.environ)
+def ensure_torch_env(torch_version: str) -> tuple[str, str]:
+    """(python, upstream folder) of the environment for torch==torch_version, built once."""
+    from colbert.matrix.envs import Installer, ensure_env, ensure_upstream
+
+    root = os.path.join(venvs_root(), f"torch-{torch_version}")
+    os.makedirs(venvs_root(), exist_ok=True)
+    log = os.path.join(venvs_root(), f"torch-{torch_version}.log")
+    with open(os.path.join(venvs_root(), f".torch-{torch_version}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        installer = Installer(use_uv=False)
+        python, reused = ensure_env(root, torch_version, installer, log)
+        if not reused:
+            print(f"[parity] built {root} (log {log})", file=sys.stderr, flush=True)
+        upstream, _ = ensure_upstream(root, python, installer, log)
+    return python, upstream
+
+
+def run_in(python: str, script: str, *args: str, ours: bool, cwd: str, timeout: int = 1800,
+           upstream_path: str | None = None, extra_env: dict | None = None) -> str:
+    """Run script under python: ours from the repo, or colbert-ai (from upstream_path when it is a
+    --target folder, else the venv's own install)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLBERT_TAP")}
     env["HF_HUB_OFFLINE"] = "1"
-    env.pop("COLBERT_TAP", None)
     if ours:
         env["PYTHONPATH"] = REPO
+    elif upstream_path:
+        env["PYTHONPATH"] = upstream_path
     else:
         env.pop("PYTHONPATH", None)
+    env.update(extra_env or {})
     proc = subprocess.run([python, script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{script} {' '.join(args)} failed in {python} (exit {proc.returncode}):\n"

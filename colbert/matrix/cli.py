@@ -33,6 +33,9 @@ def add_matrix_parser(sub) -> None:
     p.add_argument("--torch", action=_Ordered, metavar="V[,V...]", help="torch versions (repeatable)")
     p.add_argument("--env", action=_Ordered, metavar="NAME=PYTHON",
                    help="an existing interpreter with the fork installed (repeatable, mixable with --torch)")
+    p.add_argument("--fork-path", nargs="?", const="", metavar="DIR",
+                   help="also run --env interpreters with PYTHONPATH=DIR (default: this fork's source root), for "
+                        "environments that have the dependencies but not the fork")
     p.add_argument("--out", required=True, help="output folder (envs/, runs/, matrix.md, ...)")
     p.add_argument("--collection", help="pid<TAB>passage TSV (default: the shipped Vaswani collection)")
     p.add_argument("--checkpoint", help="ColBERT checkpoint (default: make the MiniLM one in DIR/checkpoint)")
@@ -92,8 +95,14 @@ def _spec(args):
                      config=_config_kwargs(args), script=os.path.abspath(args.script) if args.script else None)
     search = runner.SearchSpec(os.path.abspath(args.search), os.path.abspath(args.qrels) if args.qrels else None,
                                args.k) if args.search else None
+    fork_path = None
+    if args.fork_path is not None:
+        fork_path = os.path.abspath(args.fork_path) if args.fork_path else runner.FORK_ROOT
+        if not os.path.isfile(os.path.join(fork_path, "colbert", "__init__.py")):
+            raise FileNotFoundError(f"--fork-path {fork_path}: no colbert/__init__.py there")
     return runner.Spec(out=args.out, targets=targets, job=job, with_upstream=args.with_upstream, search=search,
-                       prune=args.prune, jobs=args.jobs, installer=installer, timeout=args.timeout)
+                       prune=args.prune, jobs=args.jobs, installer=installer, timeout=args.timeout,
+                       fork_path=fork_path)
 
 
 def _docker_run_args(args) -> list[str]:
@@ -165,6 +174,11 @@ def cmd_matrix(args) -> int:
     out = os.path.abspath(args.out)
     for r in data["runs"]:
         status = "ok" if r["ok"] else f"FAILED: {r['error']} (log: {r['log']})"
+        up = r.get("upstream") or {}
+        if up.get("error"):
+            status += f"; upstream FAILED: {up['error']}"
+        elif r.get("parity_with_upstream") is not None:
+            status += f"; parity with upstream: {'yes' if r['parity_with_upstream'] else 'no'}"
         print(f"{r['name']:20s} torch {r.get('torch') or '?':12s} {status}")
     for p in data["pairs"]:
         if p.get("error"):

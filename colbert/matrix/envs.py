@@ -6,11 +6,13 @@ requirement lines, the installer and its index options; a complete environment i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -134,25 +136,36 @@ def upstream_marker(env_dir: str, installer: Installer) -> str:
 
 def run_logged(cmd: list[str], log_path: str, env: dict | None = None, cwd: str | None = None,
                timeout: float | None = None) -> tuple[int, str]:
-    """Run cmd with stdout+stderr appended to log_path; returns (exit code, the output)."""
+    """Run cmd with stdout+stderr going straight into log_path (so a long run can be followed there);
+    returns (exit code, what it wrote). The command gets its own process group: on a timeout the whole
+    group is killed, helpers (e.g. multiprocessing's resource tracker) included."""
     with open(log_path, "a", encoding="utf-8") as logf:
         logf.write(f"$ {' '.join(cmd)}\n")
         if cwd:
             logf.write(f"  (cwd {cwd})\n")
         logf.flush()
+        start = logf.tell()
         try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                  cwd=cwd, timeout=timeout, errors="replace")
-        except FileNotFoundError as e:
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    cwd=cwd, start_new_session=True)
+        except OSError as e:
             logf.write(f"cannot start: {e}\n")
             return 127, str(e)
-        except subprocess.TimeoutExpired as e:
-            out = e.stdout if isinstance(e.stdout, str) else (e.stdout or b"").decode(errors="replace")
-            logf.write(out + f"\ntimed out after {timeout} s\n")
-            return 124, out + f"\ntimed out after {timeout} s"
-        logf.write(proc.stdout)
-        logf.write(f"[exit {proc.returncode}]\n")
-    return proc.returncode, proc.stdout
+        try:
+            rc = proc.wait(timeout=timeout)
+            note = ""
+        except subprocess.TimeoutExpired:
+            rc, note = 124, f"timed out after {timeout} s"
+        finally:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever it left behind
+            proc.wait()
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        f.seek(start)
+        out = f.read()
+    with open(log_path, "a", encoding="utf-8") as logf:
+        logf.write((f"\n{note}\n" if note else "") + f"[exit {rc}]\n")
+    return rc, out + (f"\n{note}" if note else "")
 
 
 def installer_error(output: str, limit: int = 6) -> str:

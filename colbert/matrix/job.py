@@ -35,7 +35,10 @@ def main(spec_path):
                 passages.append(fields[1])
     root = spec["root"]
     t0 = time.perf_counter()
-    with Run().context(RunConfig(nranks=1, experiment="matrix", root=root, index_root=root)):
+    # avoid_fork_if_possible: one process, so that a crash is an exit status and a traceback here (colbert-ai
+    # otherwise spawns a worker and waits forever on it if it dies)
+    with Run().context(RunConfig(nranks=1, experiment="matrix", root=root, index_root=root,
+                                 avoid_fork_if_possible=True)):
         config = ColBERTConfig(checkpoint=spec["checkpoint"], **spec.get("config", {}))
         path = Indexer(checkpoint=spec["checkpoint"], config=config).index(name="index", collection=passages,
                                                                          overwrite=True)

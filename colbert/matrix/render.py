@@ -62,6 +62,8 @@ def run_rows(data: dict) -> list[list]:
             err = (err + "; " if err else "") + f"upstream: {up['error']}"
         if r.get("tested_pins") is False:
             err = (err + "; " if err else "") + "untested torch version: common pins used"
+        if len(err) > 400:
+            err = err[:400] + "… (matrix.json and the log have all of it)"
         rows.append([r["name"], r.get("torch") or "", "yes" if r.get("ok") else "no", sec,
                      _yes(r.get("parity_with_upstream")), err, r.get("log") or ""])
     return rows

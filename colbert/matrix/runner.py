@@ -90,6 +90,7 @@ class Spec:
     installer: envs.Installer = field(default_factory=envs.Installer)
     timeout: float | None = None
     command: str = ""
+    fork_path: str | None = None  # --fork-path: also put this source root on PYTHONPATH for --env runs
 
 
 @dataclass
@@ -284,7 +285,7 @@ class Matrix:
             python, _ = envs.ensure_env(self.env_dir(t), t.torch, self.spec.installer, r.log)
             pythonpath = FORK_ROOT
         else:
-            python, pythonpath = t.python, None
+            python, pythonpath = t.python, self.spec.fork_path
             if not os.path.exists(python):
                 raise FileNotFoundError(f"interpreter {python} does not exist")
         r.python, r.pythonpath = python, pythonpath
@@ -302,8 +303,8 @@ class Matrix:
         if not info.get("fork"):
             raise RuntimeError(f"{python} imports colbert from {info['colbert']}, which is not colbert-tap "
                                "(no colbert.tap)")
-        if t.kind == "torch" and os.path.realpath(info["colbert"]) != os.path.realpath(os.path.join(FORK_ROOT, "colbert")):
-            raise RuntimeError(f"{python} imports colbert from {info['colbert']}, not from the fork {FORK_ROOT}")
+        if pythonpath and os.path.realpath(info["colbert"]) != os.path.realpath(os.path.join(pythonpath, "colbert")):
+            raise RuntimeError(f"{python} imports colbert from {info['colbert']}, not from the fork {pythonpath}")
         if t.kind == "env":
             r.torch = found
         r.torch_imported = found

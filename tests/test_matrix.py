@@ -239,3 +239,30 @@ def test_render_tables_from_synthetic_data():
     stages, labels, values = render.heat_matrix(data)
     assert stages[0] == "num_passages" and values[0][0] != values[0][0]  # exact: blank (NaN)
     assert values[stages.index("codes")][0] == pytest.approx(3e-4)
+
+
+def test_pruned_environment_with_complete_runs_is_not_rebuilt(tmp_path, colbert_checkpoint):
+    """A --torch run whose environment was pruned is reused from its run folder (no install, no probe).
+
+    The run is made first through --env with an interpreter placed where the --torch environment
+    would live, so no torch is installed here."""
+    out = tmp_path / "m"
+    bindir = out / "envs" / "torch-9.9" / "bin"
+    bindir.mkdir(parents=True)
+    wrapper = bindir / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{PY}" "$@"\n')
+    wrapper.chmod(0o755)
+    rc, _ = _matrix(out, colbert_checkpoint, "--env", f"torch-9.9={wrapper}", extra=["--prune"])
+    assert rc == 0
+    assert wrapper.exists()  # --prune never deletes an --env interpreter
+    marker = (out / "runs" / "torch-9.9" / ".complete").stat().st_mtime_ns
+    import shutil
+
+    shutil.rmtree(out / "envs")  # what --prune does to a --torch environment
+    rc, seconds = _matrix(out, colbert_checkpoint, "--torch", "9.9", extra=["--installer", "pip"])
+    assert rc == 0
+    assert not (out / "envs" / "torch-9.9").exists()  # not rebuilt (torch 9.9 does not exist anyway)
+    (r,) = json.loads((out / "matrix.json").read_text(encoding="utf-8"))["runs"]
+    assert r["ok"] and r["reused"] and r["kind"] == "torch" and r["torch"] == "9.9"
+    assert (out / "runs" / "torch-9.9" / ".complete").stat().st_mtime_ns == marker
+    assert "reused without rebuilding it" in (out / "runs" / "torch-9.9" / "log.txt").read_text(encoding="utf-8")

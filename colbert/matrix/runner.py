@@ -264,12 +264,15 @@ class Matrix:
         r = self.results[t.name]
         os.makedirs(self.run_dir(t), exist_ok=True)
         try:
+            if self._reuse_without_env(t, r):
+                self.progress(t.name, "reused")
+                return
             python, pythonpath = self._environment(t, r)
             self._index(t, r, python, pythonpath)
             if self.spec.with_upstream:
                 self._upstream(t, r, python)
             if self.spec.search:
-                self._search(t, r, python, pythonpath, r.index, "own")
+                self._search(t, r, python, pythonpath, t)
             r.ok = r.error is None
         except Exception as e:  # one version failing never stops the others
             r.ok = False
@@ -277,7 +280,40 @@ class Matrix:
             log.warning("%s failed in phase %s: %s (log: %s)", t.name, r.phase, r.error, r.log)
             with open(r.log, "a", encoding="utf-8") as f:
                 f.write(f"[matrix] FAILED in phase {r.phase}: {r.error}\n")
+        if not self.spec.search:
+            self._prune(t)
         self.progress(t.name, "failed" if not r.ok else "indexed")
+
+    def _reuse_without_env(self, t: Target, r: RunResult) -> bool:
+        """A --torch run whose environment is gone (--prune) but whose every result is complete is
+        reused as it is: nothing needs the environment again."""
+        if t.kind != "torch" or os.path.exists(envs.env_marker(self.env_dir(t), self.spec.installer, t.torch)):
+            return False
+        python = envs.env_python(self.env_dir(t))
+        done = self._complete(self.run_dir(t), self._job_key(python, "ours"))
+        if not done:
+            return False
+        up = None
+        if self.spec.with_upstream:
+            up = self._complete(os.path.join(self.run_dir(t), "upstream"), self._job_key(python, "upstream"))
+            if not up:
+                return False
+        if self.spec.search:
+            owners = [t] + ([self.spec.targets[0]] if t is not self.spec.targets[0] else [])
+            if not all(self._search_done(t, python, o) for o in owners):
+                return False
+        _note(r.log, f"{t.name}: environment {self.env_dir(t)} is gone (pruned) but every result is complete: "
+                     "reused without rebuilding it")
+        r.python, r.pythonpath, r.torch_imported = python, FORK_ROOT, done.get("torch")
+        r.reused, r.index, r.tap, r.seconds = True, done["index"], done.get("tap"), done.get("seconds")
+        if up:
+            r.upstream = {"ok": True, "error": None, "index": up["index"], "seconds": up.get("seconds"), "reused": True}
+        if self.spec.search:
+            r.search = {"own": os.path.join(self.run_dir(t), "search", "own.tsv")}
+            if t is not self.spec.targets[0]:
+                r.search["first"] = os.path.join(self.run_dir(t), "search", "first.tsv")
+        r.ok = True
+        return True
 
     def _environment(self, t: Target, r: RunResult) -> tuple[str, str | None]:
         self._phase(r, "install")
@@ -313,7 +349,7 @@ class Matrix:
 
     def _job_key(self, python: str, side: str) -> dict:
         j = self.spec.job
-        key = {"side": side, "python": os.path.realpath(python), "config": j.config}
+        key = {"side": side, "python": os.path.abspath(python), "config": j.config}
         if j.script:
             key.update(script=os.path.abspath(j.script), script_hash=_file_hash(j.script), checkpoint=j.checkpoint)
         else:
@@ -424,15 +460,28 @@ class Matrix:
             up["error"] = f"{type(e).__name__}: {e}"
             _note(r.log, f"{t.name}: upstream failed: {up['error']}")
 
-    def _search(self, t: Target, r: RunResult, python: str, pythonpath: str | None, index: str, which: str) -> str:
-        self._phase(r, "search")
+    def _search_key(self, t: Target, python: str, owner: Target) -> tuple[str, str, str | None]:
+        """(ranking path, its key, the index searched) for t searching owner's index."""
         s = self.spec.search
-        folder = os.path.join(self.run_dir(t), "search")
-        os.makedirs(folder, exist_ok=True)
-        out = os.path.join(folder, f"{which}.tsv")
-        index_mark = _read_json(os.path.join(os.path.dirname(index), COMPLETE)) or {}
-        key = _hash({"queries": _file_hash(s.queries), "k": s.k, "index": index, "index_run": index_mark.get("key"),
-                     "python": os.path.realpath(python), "checkpoint": self.spec.job.checkpoint})
+        which = "own" if owner is t else "first"
+        out = os.path.join(self.run_dir(t), "search", f"{which}.tsv")
+        mark = _read_json(os.path.join(self.run_dir(owner), COMPLETE)) or {}
+        key = _hash({"queries": _file_hash(s.queries), "k": s.k, "index": mark.get("index"),
+                     "index_run": mark.get("key"), "python": os.path.abspath(python),
+                     "checkpoint": self.spec.job.checkpoint})
+        return out, key, mark.get("index")
+
+    def _search_done(self, t: Target, python: str, owner: Target) -> bool:
+        out, key, _ = self._search_key(t, python, owner)
+        return os.path.exists(out) and (_read_json(out + ".done") or {}).get("key") == key
+
+    def _search(self, t: Target, r: RunResult, python: str, pythonpath: str | None, owner: Target) -> str:
+        self._phase(r, "search")
+        which = "own" if owner is t else "first"
+        out, key, index = self._search_key(t, python, owner)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        s = self.spec.search
+        folder = os.path.dirname(out)
         marker = out + ".done"
         if os.path.exists(out) and (_read_json(marker) or {}).get("key") == key:
             _note(r.log, f"{t.name}: search of {index} reused ({out})")
@@ -452,6 +501,12 @@ class Matrix:
 
     def _search_first(self, t: Target) -> None:
         r = self.results[t.name]
+        try:
+            self._search_first_index(t, r)
+        finally:
+            self._prune(t)
+
+    def _search_first_index(self, t: Target, r: RunResult) -> None:
         first = self.results[self.spec.targets[0].name]
         if not r.ok:
             return
@@ -459,22 +514,29 @@ class Matrix:
             r.search = dict(r.search or {}, first=None)
             return
         if t is self.spec.targets[0]:
-            r.search = dict(r.search or {}, first=r.search.get("own"))
+            r.search = dict(r.search or {}, first=(r.search or {}).get("own"))
             return
         try:
-            self._search(t, r, r.python, r.pythonpath, first.index, "first")
+            self._search(t, r, r.python, r.pythonpath, self.spec.targets[0])
         except Exception as e:
             r.ok = False
             r.error = f"{type(e).__name__}: {e}"
+            with open(r.log, "a", encoding="utf-8") as f:
+                f.write(f"[matrix] FAILED in phase search: {r.error}\n")
             self.progress(t.name, "failed")
+
+    def _prune(self, t: Target) -> None:
+        """--prune: the environment goes once nothing needs it again (the runs stay)."""
+        if not self.spec.prune:
+            return
+        # an --env interpreter is never ours to delete: only the colbert-ai folder the matrix put there
+        folder = self.env_dir(t) if t.kind == "torch" else envs.upstream_dir(self.env_dir(t))
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+            _note(self.results[t.name].log, f"{t.name}: environment {folder} pruned")
 
     def _finish(self, t: Target) -> None:
         r = self.results[t.name]
-        if self.spec.prune and t.kind == "torch" and os.path.isdir(self.env_dir(t)):
-            shutil.rmtree(self.env_dir(t))
-            _note(r.log, f"{t.name}: environment {self.env_dir(t)} pruned")
-        elif self.spec.prune and t.kind == "env" and os.path.isdir(self.env_dir(t)):
-            shutil.rmtree(self.env_dir(t))  # only the upstream folder lives there for --env runs
         if self.spec.with_upstream and r.ok and r.upstream and r.upstream.get("ok"):
             self.progress(t.name, "compare")
             r.parity_with_upstream = self._parity(r)

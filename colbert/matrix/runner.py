@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from colbert.matrix import envs
-from colbert.matrix.pins import is_tested, version_key
+from colbert.matrix.pins import is_tested
 from colbert.tap.manifest import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -392,6 +392,8 @@ class Matrix:
                                f"(status {manifest.get('status') if manifest else 'missing'})")
         if index is None:
             index = manifest.get("index_path")
+            if index and not os.path.isabs(index):  # a script's relative root: relative to its cwd
+                index = os.path.normpath(os.path.join(folder, index))
         if not index or not os.path.exists(os.path.join(index, "metadata.json")):
             raise RuntimeError(f"the job finished but wrote no index (looked for {index})")
         r.index, r.tap, r.seconds = index, tap, seconds
@@ -646,7 +648,3 @@ def summarize_report(report) -> dict:
             s["max_abs"] = "inf"
     out["stages"] = stages
     return out
-
-
-def ordered_versions(versions: list[str]) -> list[str]:
-    return sorted(versions, key=version_key)

@@ -574,7 +574,7 @@ class Matrix:
         folder = os.path.join(self.out, "pairs")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"{a.name}__{b.name}.json")
-        key = _hash([_read_json(os.path.join(self.run_dir(x), COMPLETE)) for x in (a, b)])
+        key = _hash([_read_json(os.path.join(self.run_dir(x), COMPLETE)) for x in (a, b)] + [_compare_code_hash()])
         cached = _read_json(path)
         if cached and cached.get("key") == key and cached.get("summary"):
             log.info("pair %s vs %s: comparison reused (%s)", a.name, b.name, path)
@@ -594,6 +594,16 @@ class Matrix:
         for x in (ra, rb):
             self.progress(x.name, "done")
         return pair
+
+
+def _compare_code_hash() -> str:
+    """Changes when the compare engine or the stage registry does, so a cached pair summary is redone."""
+    import colbert.compare
+    from colbert.tap import stages
+
+    folder = os.path.dirname(os.path.abspath(colbert.compare.__file__))
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py"))
+    return _hash([_file_hash(f) for f in files + [os.path.abspath(stages.__file__), os.path.abspath(__file__)]])
 
 
 def _find_index(folder: str) -> str | None:

@@ -266,3 +266,18 @@ def test_pruned_environment_with_complete_runs_is_not_rebuilt(tmp_path, colbert_
     assert r["ok"] and r["reused"] and r["kind"] == "torch" and r["torch"] == "9.9"
     assert (out / "runs" / "torch-9.9" / ".complete").stat().st_mtime_ns == marker
     assert "reused without rebuilding it" in (out / "runs" / "torch-9.9" / "log.txt").read_text(encoding="utf-8")
+
+
+def test_interpreter_without_the_fork_is_an_error_row(tmp_path, colbert_checkpoint):
+    fake = tmp_path / "site" / "colbert"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")  # a `colbert` that is not colbert-tap (no colbert.tap)
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{tmp_path / "site"}" exec "{PY}" "$@"\n')
+    wrapper.chmod(0o755)
+    rc = main(["matrix", "--env", f"other={wrapper}", "--out", str(tmp_path / "m"), "--checkpoint",
+               colbert_checkpoint, *JOB_FLAGS])
+    assert rc == 1
+    (r,) = json.loads((tmp_path / "m" / "matrix.json").read_text(encoding="utf-8"))["runs"]
+    assert r["ok"] is False and "not colbert-tap" in r["error"] and str(fake) in r["error"]
+    assert not (tmp_path / "m" / "runs" / "other" / "index").exists()  # refused before any job ran

@@ -30,6 +30,8 @@ UPSTREAM_MARKER_PREFIX = ".matrix-upstream-"
 # What a run's interpreter is asked before any job: its torch, and where `colbert` comes from.
 PROBE = r"""
 import json, os, sys
+if sys.path and sys.path[0] in ("", os.getcwd()):
+    sys.path.pop(0)  # python -c puts the current folder first; the probe must see what a job sees
 out = {"python": sys.version.split()[0], "executable": sys.executable}
 try:
     import torch
@@ -39,8 +41,8 @@ except Exception as e:
 try:
     import colbert
     out["colbert"] = os.path.dirname(os.path.abspath(colbert.__file__))
-    import importlib.util
-    out["fork"] = importlib.util.find_spec("colbert.tap") is not None
+    # the package folder itself, not find_spec: an editable install's finder maps colbert.tap by name
+    out["fork"] = os.path.isfile(os.path.join(out["colbert"], "tap", "__init__.py"))
 except Exception as e:
     out["colbert_error"] = f"{type(e).__name__}: {e}"
 print("MATRIX-PROBE " + json.dumps(out))

@@ -36,8 +36,8 @@ from colbert.tap.manifest import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-JOB = os.path.join(HERE, "job.py")
-SEARCH_JOB = os.path.join(HERE, "search_job.py")
+JOB = os.path.join(HERE, "jobs", "index_job.py")
+SEARCH_JOB = os.path.join(HERE, "jobs", "search_job.py")
 # The folder holding the `colbert` package the matrix runs from: what built environments import.
 FORK_ROOT = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_COLLECTION = os.path.join(os.path.dirname(HERE), "data", "vaswani", "collection.tsv")
@@ -68,7 +68,7 @@ class Job:
     limit: int | None = None
     checkpoint: str | None = None
     config: dict = field(default_factory=dict)
-    script: str | None = None  # --script: the user's own indexing script instead of job.py
+    script: str | None = None  # --script: the user's own indexing script instead of jobs/index_job.py
 
 
 @dataclass
@@ -420,7 +420,7 @@ class Matrix:
         rc, out = envs.run_logged(cmd, r.log, env=env, cwd=folder, timeout=self.spec.timeout)
         seconds = round(time.time() - t0, 2)
         if rc != 0:
-            raise RuntimeError(f"the indexing job exited with {rc}: {envs.output_tail(out)} (log: {r.log})")
+            raise RuntimeError(f"the indexing job exited with {rc}: {envs.output_tail(out)}")
         if result is None:
             return None, seconds
         data = _read_json(result)
@@ -496,7 +496,7 @@ class Matrix:
             rc, text = envs.run_logged([python, SEARCH_JOB, spec_path], r.log, env=env, cwd=folder,
                                        timeout=self.spec.timeout)
             if rc != 0:
-                raise RuntimeError(f"searching {index} exited with {rc}: {envs.output_tail(text)} (log: {r.log})")
+                raise RuntimeError(f"searching {index} exited with {rc}: {envs.output_tail(text)}")
             _write_json(marker, {"key": key})
         r.search = dict(r.search or {}, **{which: out})
         return out

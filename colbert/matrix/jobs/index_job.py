@@ -1,7 +1,7 @@
 """The matrix's indexing job: one script, colbert-ai's public API only, so that the very same file runs
 under this fork and under colbert-ai 0.2.22.
 
-    python job.py SPEC.json
+    python index_job.py SPEC.json
 
 SPEC.json: {"checkpoint", "collection" (pid<TAB>passage TSV), "limit" (0/null: all), "root" (the run
 folder; the index goes to ROOT/index), "config" (ColBERTConfig fields), "result" (where to write

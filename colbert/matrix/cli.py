@@ -36,7 +36,7 @@ def add_matrix_parser(sub) -> None:
     p.add_argument("--fork-path", nargs="?", const="", metavar="DIR",
                    help="also run --env interpreters with PYTHONPATH=DIR (default: this fork's source root), for "
                         "environments that have the dependencies but not the fork")
-    p.add_argument("--out", required=True, help="output folder (envs/, runs/, matrix.md, ...)")
+    p.add_argument("--out", help="output folder (envs/, runs/, matrix.md, ...); required unless --emit-dockerfiles")
     p.add_argument("--collection", help="pid<TAB>passage TSV (default: the shipped Vaswani collection)")
     p.add_argument("--checkpoint", help="ColBERT checkpoint (default: make the MiniLM one in DIR/checkpoint)")
     p.add_argument("--limit", type=int, default=1000, help="index the first N passages (0 = all; default 1000)")
@@ -67,6 +67,8 @@ def _spec(args):
     from colbert.matrix import envs, runner
 
     targets = runner.parse_targets([], [], order=args.order or [])
+    if not args.out and not args.emit_dockerfiles:
+        raise ValueError("--out DIR is required")
     if args.script and args.collection:
         raise ValueError("--script runs your own script, which chooses its collection: drop --collection")
     if args.script and not os.path.isfile(args.script):
@@ -100,7 +102,7 @@ def _spec(args):
         fork_path = os.path.abspath(args.fork_path) if args.fork_path else runner.FORK_ROOT
         if not os.path.isfile(os.path.join(fork_path, "colbert", "__init__.py")):
             raise FileNotFoundError(f"--fork-path {fork_path}: no colbert/__init__.py there")
-    return runner.Spec(out=args.out, targets=targets, job=job, with_upstream=args.with_upstream, search=search,
+    return runner.Spec(out=args.out or "", targets=targets, job=job, with_upstream=args.with_upstream, search=search,
                        prune=args.prune, jobs=args.jobs, installer=installer, timeout=args.timeout,
                        fork_path=fork_path)
 

@@ -15,8 +15,8 @@ import pytest
 
 from colbert.cli import main
 from colbert.matrix import render
-from colbert.matrix.envs import NO_DEPS, env_requirements, installer_error
-from colbert.matrix.pins import pin_set, requirement_lines
+from colbert.matrix.envs import env_requirements, installer_error
+from colbert.matrix.pins import no_deps_packages, pin_set, requirement_lines
 from colbert.tap.stages import STAGE_NAMES, stages_of_phase
 
 pytestmark = pytest.mark.slow
@@ -194,8 +194,8 @@ def test_usage_errors_exit_2(tmp_path):
 def test_requirements_split_and_installer_errors():
     main_lines, nodeps = env_requirements("2.1.0")
     assert main_lines[0] == "torch==2.1.0"
-    assert nodeps == [ln for ln in requirement_lines(pin_set("2.1.0")) if ln.split("==")[0] in NO_DEPS]
-    assert not any(ln.split("==")[0] in NO_DEPS for ln in main_lines)
+    assert nodeps == [ln for ln in requirement_lines(pin_set("2.1.0")) if ln.split("==")[0] in no_deps_packages()]
+    assert not any(ln.split("==")[0] in no_deps_packages() for ln in main_lines)
     pip_out = ("Collecting numpy\nERROR: Could not find a version that satisfies the requirement torch==0.0.7 "
                "(from versions: 2.1.0)\nERROR: No matching distribution found for torch==0.0.7\n")
     msg = installer_error(pip_out)

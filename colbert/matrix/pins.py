@@ -47,6 +47,11 @@ def is_tested(torch_version: str) -> bool:
     return torch_version in _load()["torch"]
 
 
+def no_deps_packages() -> frozenset[str]:
+    """Packages installed in a second step with --no-deps (their declared dependencies must not resolve)."""
+    return frozenset(_load().get("no_deps", []))
+
+
 def upstream_pins() -> dict[str, str]:
     """What colbert-ai 0.2.22 needs on top of a pin set (installed --no-deps into its own folder)."""
     return dict(_load()["upstream"])

@@ -16,6 +16,13 @@
 #else
 #define COLBERT_TAP_TORCH_VERSION_STR ""
 #endif
+// What setup.py built for (TORCH_CUDA_ARCH_LIST with '_' for ';', "visible" when
+// torch took the visible GPUs'); empty in a JIT build, which targets the visible GPUs.
+#ifdef COLBERT_TAP_CUDA_ARCHS
+#define COLBERT_TAP_CUDA_ARCHS_STR COLBERT_TAP_STR(COLBERT_TAP_CUDA_ARCHS)
+#else
+#define COLBERT_TAP_CUDA_ARCHS_STR ""
+#endif
 
 namespace colbert_tap {
 at::Tensor decompress_rows_cuda(const at::Tensor& codes, const at::Tensor& residuals,
@@ -30,6 +37,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "colbert-tap CUDA kernels; see colbert/search/extensions.py";
   m.attr("SOURCE_HASH") = COLBERT_TAP_SOURCE_HASH_STR;
   m.attr("TORCH_VERSION") = COLBERT_TAP_TORCH_VERSION_STR;
+  m.attr("CUDA_ARCHS") = COLBERT_TAP_CUDA_ARCHS_STR;
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("decompress_rows", &colbert_tap::decompress_rows_cuda, py::arg("codes"),
         py::arg("residuals"), py::arg("centroids"), py::arg("bucket_weights"), py::arg("nbits"),

@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from colbert.search import extensions
 from colbert.tap import tap
 from colbert.utils.io import atomic_torch_save
 from colbert.utils.torch_load import safe_load
@@ -139,8 +140,11 @@ class ResidualCodec:
 
     def binarize(self, residuals: torch.Tensor) -> torch.Tensor:
         buckets = torch.bucketize(residuals.float(), self.bucket_cutoffs).to(dtype=torch.uint8)
-        bits = (buckets.unsqueeze(-1) >> self.arange_bits) & 1  # (rows, dim, nbits), LSB first
-        packed = pack_bits_msb_first(bits.flatten().cpu())
+        bits = ((buckets.unsqueeze(-1) >> self.arange_bits) & 1).flatten()  # (rows, dim, nbits), LSB first
+        if bits.is_cuda:  # upstream's GPU branch packs on the GPU: the packbits CUDA kernel, same bit order
+            packed = extensions.packbits(bits)
+        else:
+            packed = pack_bits_msb_first(bits)
         return packed.reshape(residuals.size(0), self.dim // 8 * self.nbits)
 
     # -- decompression -------------------------------------------------------------------------

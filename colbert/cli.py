@@ -157,6 +157,23 @@ def _demo_search(index_path: str, checkpoint: str, collection, full: bool) -> No
           + ", ".join(f"{k} {v:.4f}" for k, v in result.aggregate.items()))
 
 
+def cmd_replay(args) -> int:
+    from colbert.tap.errors import TapConfigError
+    from colbert.tap.replay import ReplayError, replay, replay_json
+
+    try:
+        r = replay(args.run, args.save, swap=args.swap, only=args.only, index=args.index, log_path=args.log,
+                   timeout=args.timeout)
+    except (ReplayError, TapConfigError) as e:
+        print(f"colbert-tap replay: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(replay_json(r))
+    else:
+        print(f"Replayed {r.run} in {r.seconds:.1f} s: tap {r.tap}, index {r.index}, log {r.log}")
+    return 0
+
+
 def cmd_stages(args) -> int:
     from colbert.tap.stages import STAGES
 
@@ -193,6 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=1000, help="passages to index (0 = all 11,429)")
     p.add_argument("--nbits", type=int, default=4)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("replay", help="re-run a saved indexing run in its own interpreter, with another tap",
+                       description="Re-runs the run whose tap folder is RUN (its manifest records interpreter, "
+                                   "argv, working directory and COLBERT_* environment), saving every stage to "
+                                   "SAVE and writing the index to its own folder (default SAVE.index).")
+    p.add_argument("run", metavar="RUN", help="a tap folder written by COLBERT_TAP=save, or an index folder with tap/")
+    p.add_argument("--save", required=True, metavar="OUT", help="the new tap folder")
+    p.add_argument("--swap", metavar="DIR", help="inject artifacts from this tap folder")
+    p.add_argument("--only", metavar="STAGES", help="inject only these stages (names or globs); every stage is still saved")
+    p.add_argument("--index", metavar="DIR", help="the new index folder (default: OUT.index)")
+    p.add_argument("--log", metavar="FILE", help="the replay's output (default: OUT.log)")
+    p.add_argument("--timeout", type=float, help="seconds before the replay is stopped")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("stages", help="list the tap stages in pipeline order")
     p.set_defaults(func=cmd_stages)

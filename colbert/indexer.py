@@ -58,6 +58,9 @@ class Indexer:
         self.configure(collection=os.fspath(raw) if isinstance(raw, os.PathLike) else raw, index_name=name,
                        resume=overwrite == "resume")
         self.configure(bsize=64, partitions=None)
+        redirect = os.environ.get("COLBERT_TAP_INDEX_PATH", "").strip()
+        if redirect:  # a replay: same run, another folder, the original index untouched
+            self.configure(index_path=os.path.abspath(redirect))
 
         self.index_path = self.config.index_path_
         exists = os.path.exists(self.index_path)

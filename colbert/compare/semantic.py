@@ -220,7 +220,7 @@ IGNORED_SUFFIXES = ("_path", "_dir", "_root", "_time", "_timestamp", "_date", "_
 # header, not judged: comparing two installs is the point, and their environments differ by design.
 # Per-artifact entries are the other rows. The config stays compared: a different config is a cause.
 MANIFEST_IGNORED = frozenset({"versions", "artifacts", "device", "threads", "argv", "working_dir", "git_revision",
-                              "tap", "status", "format"})
+                              "tap", "status", "format", "replay"})
 
 
 def ignored_key(k: str) -> bool:

@@ -27,6 +27,10 @@ ENV_VARS: dict[str, str] = {
     "COLBERT_TAP_CAST": "`1`: a swapped tensor whose dtype differs from the live one is cast to the live dtype "
                         "instead of refused.",
     "COLBERT_TAP_QUIET": "`1`: no [colbert-tap] progress lines (errors are still raised).",
+    "COLBERT_TAP_SWAP_ONLY": "comma-separated stage names or globs: swap only these, while `save:` still records "
+                             "every stage ONLY/SKIP admit (\"inject one stage, save everything\").",
+    "COLBERT_TAP_INDEX_PATH": "write the index to this folder instead of the one the script names (what "
+                              "`colbert-tap replay` uses, so a replay never touches the original index).",
 }
 
 _USER_TAP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -99,6 +103,18 @@ def stage_selection(env: Mapping[str, str]) -> tuple[set[str] | None, int]:
     if not only and not skip:
         return None, layers
     return chosen, layers
+
+
+def _swap_selection(env: Mapping[str, str], stages: set[str] | None) -> set[str] | None:
+    """What a swap may inject: COLBERT_TAP_SWAP_ONLY within what ONLY/SKIP admit."""
+    raw = env.get("COLBERT_TAP_SWAP_ONLY", "").strip()
+    if not raw:
+        return stages
+    try:
+        chosen = match_stages(raw)
+    except ValueError as e:
+        raise TapConfigError(f"COLBERT_TAP_SWAP_ONLY: {e}") from None
+    return chosen if stages is None else chosen & stages
 
 
 def _bad(patterns: str) -> bool:
@@ -178,9 +194,10 @@ def tap_from_env(env: Mapping[str, str] | None = None) -> ArtifactTap | None:
     swaps: list[ArtifactTap] = []
     users: list[ArtifactTap] = []
     saves: list[ArtifactTap] = []
+    swap_stages = _swap_selection(env, stages)
     for action, arg in actions:
         if action == "swap":
-            swaps.append(SwapTap(arg, stages=stages, allow_cast=allow_cast, verbose=verbose))
+            swaps.append(SwapTap(arg, stages=swap_stages, allow_cast=allow_cast, verbose=verbose))
         elif action == "save":
             folder = arg or env.get("COLBERT_TAP_DIR", "").strip() or None
             saves.append(SaveTap(folder, stages=stages, layers=layers, verbose=verbose))

@@ -165,6 +165,22 @@ def _read_head(git: str) -> str | None:
         return None
 
 
+# Besides COLBERT_*: what decides where `colbert` and the model come from, and the thread counts.
+_REPLAY_ENV = ("PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def replay_record() -> dict[str, Any]:
+    """What `colbert-tap replay` needs to run this process again unattended.
+
+    argv is the interpreter's own (sys.orig_argv, so `python -m colbert.cli index ...` and
+    `python index.py` both replay as typed), without the interpreter, which is `executable`.
+    Other variables a script reads are not recorded: a replay inherits them from its caller.
+    """
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])[1:]
+    env = {k: v for k, v in os.environ.items() if k.startswith("COLBERT_") or k in _REPLAY_ENV}
+    return {"executable": sys.executable, "argv": argv, "cwd": os.getcwd(), "env": env}
+
+
 def environment_record(info: dict[str, Any]) -> dict[str, Any]:
     config = info.get("config")
     return {
@@ -176,6 +192,7 @@ def environment_record(info: dict[str, Any]) -> dict[str, Any]:
         "working_dir": os.getcwd(),
         "git_revision": git_revision(),
         "index_path": info.get("index_path"),
+        "replay": replay_record(),
         "phase": info.get("phase", "index"),  # "search" for a Searcher call
         **({"source": info["source"]} if info.get("source") else {}),
     }

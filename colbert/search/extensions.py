@@ -35,7 +35,9 @@ may be given as N segment starts or as the N+1 boundaries of a cumulative sum):
       tensors, torch otherwise.
 
   extension_status() -> dict: which backend serves the CPU and CUDA kernels
-      ("aot", "jit" or "torch") and why.  Loads the extensions if needed.
+      ("aot", "jit" or "torch") and why; for an ahead-of-time CUDA module also
+      the architectures it was compiled for ("cuda_archs").  Loads the
+      extensions if needed.
 
 Every function checks its inputs and raises (RuntimeError from the compiled
 path; TypeError/ValueError/IndexError from the torch path) on a wrong dtype,
@@ -250,6 +252,8 @@ def _load(kind):
     module, aot_reason = _import_aot(kind, aot_manifest, source_hash)
     if module is not None:
         status.update(backend="aot", module=getattr(module, "__file__", None))
+        if kind == "cuda":  # what setup.py compiled for (TORCH_CUDA_ARCH_LIST, '_' for ';')
+            status["cuda_archs"] = getattr(module, "CUDA_ARCHS", "") or None
         return module, status
 
     if csrc is None:

@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Parsed by colbert.compare.cli itself (see main); listed here for --help.
     sub.add_parser("compare", help="compare two runs stage by stage (colbert-tap compare --help)", add_help=False)
+    sub.add_parser("explain", help="replay B with A's artifacts until they match (colbert-tap explain --help)",
+                   add_help=False)
     return parser
 
 
@@ -249,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         from colbert.compare.cli import main as compare_main
 
         return compare_main(argv[1:])
+    if argv and argv[0] == "explain":
+        from colbert.explain.cli import main as explain_main
+
+        return explain_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv

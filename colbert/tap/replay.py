@@ -91,11 +91,23 @@ def replay_command(tap: str, save: str, swap: str | None = None, only: str | Non
     index = os.path.abspath(index or save.rstrip(os.sep) + ".index")
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLBERT_")}
     env.update({k: v for k, v in (rec.get("env") or {}).items() if k not in _REPLACED})
-    env["COLBERT_TAP"] = ",".join(([f"swap:{os.path.abspath(swap)}"] if swap else []) + [f"save:{save}"])
+    env["COLBERT_TAP"] = ",".join(([f"swap:{os.path.abspath(swap)}"] if swap else []) + _user_taps(rec)
+                                  + [f"save:{save}"])
     if only:
         env["COLBERT_TAP_SWAP_ONLY"] = only
     env["COLBERT_TAP_INDEX_PATH"] = index
     return [python, *rec["argv"]], env, cwd, index
+
+
+def _user_taps(rec: dict) -> list[str]:
+    """The run's own `package.module:Class` taps (part of what the run computed), kept in the replay;
+    only its save/swap actions are replaced."""
+    from colbert.tap.env import parse_actions
+
+    try:
+        return [arg for action, arg in parse_actions((rec.get("env") or {}).get("COLBERT_TAP", "")) if action == "user"]
+    except TapConfigError:
+        return []
 
 
 def replay(run: str, save: str, *, swap: str | None = None, only: str | None = None, index: str | None = None,

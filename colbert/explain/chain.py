@@ -143,11 +143,15 @@ def tap_of(run: str) -> str:
         return os.path.join(run, "tap")
     if not os.path.isdir(run):
         raise ExplainError(f"{run}: no such folder")
+    if any(n.endswith(".pt") for n in os.listdir(run)):
+        return run  # a hand-made folder of torch.save'd artifacts: compared, never replayed
     raise ExplainError(f"{run} holds no {MANIFEST}: explain needs tap folders written by COLBERT_TAP=save "
                        "(or index folders holding tap/)")
 
 
 def _manifest(tap: str) -> dict:
+    if not os.path.isfile(os.path.join(tap, MANIFEST)):
+        return {}
     try:
         with open(os.path.join(tap, MANIFEST), encoding="utf-8") as f:
             m = json.load(f)
@@ -186,14 +190,27 @@ def check_compatible(tap_a: str, tap_b: str) -> None:
 
 def replay_problem(tap_b: str) -> str | None:
     """Why B cannot be replayed (missing record, interpreter or working directory), or None."""
+    import subprocess
+
     from colbert.tap.replay import ReplayError, replay_command
 
+    if not os.path.isfile(os.path.join(tap_b, MANIFEST)):
+        return (f"{tap_b} holds no {MANIFEST} (a hand-made folder?), so nothing records how to run it again")
     try:
-        replay_command(tap_b, os.path.join(os.path.dirname(tap_b), ".explain-probe"))
+        cmd, env, cwd, _ = replay_command(tap_b, os.path.join(os.path.dirname(tap_b), ".explain-probe"))
     except ReplayError as e:
         return str(e).removeprefix("replay: ")
     except Exception as e:  # noqa: BLE001 - reported, never a crash
         return f"{type(e).__name__}: {e}"
+    try:
+        probe = subprocess.run([cmd[0], "-c", "import colbert.tap.replay"], cwd=cwd, env=env, capture_output=True,
+                               text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"the run's interpreter {cmd[0]} cannot be started: {e}"
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or [""])[-1]
+        return (f"the run's interpreter {cmd[0]} cannot import colbert.tap (is colbert-tap installed there?): "
+                f"{last}")
     return None
 
 
@@ -314,13 +331,25 @@ def _compare(a: str, b: str, profile: str) -> Report:
     return compare_runs(a, b, Options(profiles=resolve_profiles(names), progress=False))
 
 
+def _digest(tap: str) -> str | None:
+    """The run's manifest, hashed: a step is reused only for the very runs it was made from."""
+    import hashlib
+
+    try:
+        with open(os.path.join(tap, MANIFEST), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
 def _load_done(folder: str, injected: list[str], tap_a: str, tap_b: str) -> dict | None:
     try:
         with open(os.path.join(folder, DONE), encoding="utf-8") as f:
             d = json.load(f)
     except (OSError, ValueError):
         return None
-    if d.get("injected") != injected or d.get("a") != tap_a or d.get("b") != tap_b:
+    if (d.get("injected") != injected or d.get("a") != tap_a or d.get("b") != tap_b
+            or d.get("a_manifest") != _digest(tap_a) or d.get("b_manifest") != _digest(tap_b)):
         return None
     if not os.path.isfile(os.path.join(folder, "tap", MANIFEST)):
         return None
@@ -420,7 +449,8 @@ def explain(a: str, b: str, *, profile: str = "default", work: str | None = None
         judge(report, step, profile, ex.final_stages)
         if done is None:
             with open(os.path.join(folder, DONE), "w", encoding="utf-8") as f:
-                json.dump({"injected": injected, "a": tap_a, "b": tap_b, "seconds": step.seconds}, f)
+                json.dump({"injected": injected, "a": tap_a, "b": tap_b, "a_manifest": _digest(tap_a),
+                           "b_manifest": _digest(tap_b), "seconds": step.seconds}, f)
         else:
             step.seconds = done.get("seconds")
         ex.steps.append(step)
@@ -429,6 +459,11 @@ def explain(a: str, b: str, *, profile: str = "default", work: str | None = None
         if step.final_match:
             ex.converged = True
             ex.stop_reason = f"the final index artifacts match under profile {profile}"
+            break
+        stuck = [x for x in injected if x in step.exact_differing]
+        if stuck:
+            ex.stop_reason = (f"{', '.join(stuck)} still differs although A's value was injected: something in "
+                              "B's run changes it after the injection point")
             break
         if step.signature() == prev.signature():
             ex.stop_reason = f"injecting {nxt} changed nothing"

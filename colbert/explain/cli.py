@@ -42,7 +42,7 @@ class _Display:
         from rich.console import Console
 
         self.enabled = enabled
-        self.console = Console(stderr=True, highlight=False, markup=False)
+        self.console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
         self.progress = None
         self.task = None
         if enabled and self.console.is_terminal:

@@ -10,6 +10,8 @@ from colbert.compare.render import _clean, _md_table, fmt_num
 from colbert.explain.chain import NOT_IMPLEMENTED, Explanation, Step
 
 FORMATS = ("table", "markdown", "json")
+COLUMNS = ("step", "injected from A", "now matching", "still differing (max |a−b|)",
+           "within the profile, not bit for bit")
 
 NOT_IMPLEMENTED_TEXT = ("Not implemented yet: " + ", ".join(NOT_IMPLEMENTED) + ". This explanation stops at the "
                         "stage level; it does not say which module, which input shapes or which aten op changed.")
@@ -35,7 +37,7 @@ def step_rows(ex: Explanation) -> list[list[str]]:
     for s in ex.steps:
         injected = "— (B as saved)" if s.step == 0 else ", ".join(s.injected)
         if s.error:
-            rows.append([str(s.step), injected, "", f"replay failed (log: {s.log})"])
+            rows.append([str(s.step), injected, "", f"replay failed (log: {s.log})", ""])
             break
         if prev is None:
             now = f"{len(s.matching)} stages match"
@@ -43,12 +45,14 @@ def step_rows(ex: Explanation) -> list[list[str]]:
             new = [x for x in s.matching if x not in prev.matching]
             now = ", ".join(new) if new else "nothing new"
         differing = ", ".join(_drift(s, x) for x in s.differing) or "—"
-        rows.append([str(s.step), injected, now, differing])
+        within = ", ".join(x for x in s.exact_differing if x not in s.differing) or "—"
+        rows.append([str(s.step), injected, now, differing, within])
         prev = s
     return rows
 
 
-def summary(ex: Explanation) -> str:
+def summary(ex: Explanation, md: bool = True) -> str:
+    q = "`" if md else ""
     if ex.error:
         return f"Error: {ex.error}"
     if ex.converged and not ex.chain:
@@ -56,7 +60,7 @@ def summary(ex: Explanation) -> str:
     if ex.converged:
         n = len(ex.chain)
         return (f"Converged after {n} replay{'s' if n != 1 else ''}; root stages: "
-                + ", ".join(f"`{r}`" for r in ex.root_stages) + ".")
+                + ", ".join(f"{q}{r}{q}" for r in ex.root_stages) + ".")
     return f"Not converged: {ex.stop_reason}."
 
 
@@ -70,7 +74,7 @@ def render_markdown(ex: Explanation) -> str:
     if ex.origin_note:
         lines += ["", f"Note: {ex.origin_note}."]
     lines += [""]
-    lines += _md_table(["step", "injected from A", "now matching", "still differing (max |a−b|)"], step_rows(ex))
+    lines += _md_table(list(COLUMNS), step_rows(ex))
     lines += ["", f"**{summary(ex)}**"]
     if ex.needs:
         lines += ["", f"Needed: {ex.needs}"]
@@ -98,13 +102,13 @@ def print_table(ex: Explanation, console=None) -> None:
     if ex.origin_note:
         console.print(f"note: {ex.origin_note}", highlight=False)
     table = Table(header_style="bold")
-    for c in ("step", "injected from A", "now matching", "still differing (max |a−b|)"):
+    for c in COLUMNS:
         table.add_column(c, overflow="fold", justify="right" if c == "step" else "left")
     for r in step_rows(ex):
         table.add_row(*r)
     console.print(table)
     style = "bold magenta" if ex.error else ("bold green" if ex.converged else "bold red")
-    console.print(Text(summary(ex), style=style))
+    console.print(Text(summary(ex, md=False), style=style))
     if ex.needs:
         console.print(f"needed: {ex.needs}", highlight=False)
     if ex.work:

@@ -93,6 +93,13 @@ def run_b(lab):
     return lab[2]("B", COLBERT_TEST_PERTURB="2e-6")
 
 
+@pytest.fixture(scope="module")
+def explained_b(lab, run_a, run_b):
+    """explain(A, B) once, into a work folder the CLI test then reuses."""
+    work = lab[0] / "work_AB"
+    return explain(run_a, run_b, work=str(work)), work
+
+
 def test_registry_facts_used_for_the_chain():
     assert injectable("encoder_layers") == "batches"  # capture-only: the nearest injectable stage downstream
     assert injectable("local_sample_embs") == "local_sample_embs"
@@ -103,8 +110,8 @@ def test_registry_facts_used_for_the_chain():
     assert "sample" not in final and "ivf" not in final
 
 
-def test_user_tap_on_local_sample_embs(run_a, run_b, tmp_path):
-    ex = explain(run_a, run_b, work=str(tmp_path / "w"))
+def test_user_tap_on_local_sample_embs(explained_b, run_a):
+    ex, _ = explained_b
     # the profile first fails after the fp16 rounding, but the values first moved at local_sample_embs
     assert ex.first_divergence == "sample"
     assert ex.first_divergence_exact == "local_sample_embs"
@@ -125,17 +132,15 @@ def test_user_tap_on_local_sample_embs(run_a, run_b, tmp_path):
     assert "Not implemented yet: module level, shape sensitivity, op level" in md
 
 
-def test_cli_json_reuses_the_complete_step(run_a, run_b, tmp_path, capsys):
-    work = tmp_path / "w"
-    assert main(["explain", run_a, run_b, "--work", str(work), "--format", "json", "--no-progress"]) == 0
-    first = json.loads(capsys.readouterr().out)
+def test_cli_json_reuses_the_complete_step(explained_b, run_a, run_b, capsys):
+    ex, work = explained_b
     log = work / "step1" / "replay.log"
     mtime = log.stat().st_mtime_ns
     assert main(["explain", run_a, run_b, "--work", str(work), "--format", "json"]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert log.stat().st_mtime_ns == mtime and "reusing the complete replay" in captured.err
-    assert out["chain"][0]["reused"] is True and first["chain"][0]["reused"] is False
+    assert out["chain"][0]["reused"] is True and out["chain"][0]["seconds"] == pytest.approx(ex.chain[0].seconds)
     assert out["root_stages"] == ["local_sample_embs"] and out["converged"] is True
     assert out["first_divergence"] == "sample" and out["first_divergence_exact"] == "local_sample_embs"
     assert out["modules"] is None and out["shape_sensitivity"] is None and out["ops"] is None

@@ -50,6 +50,15 @@ class PerturbTap(ArtifactTap):
         return value * (1 + self.scale)
 '''
 
+# Imported at interpreter start-up from B's PYTHONPATH: a changed op in B's encoder.
+GELU = '''
+import os
+if os.environ.get("COLBERT_TEST_GELU"):
+    import torch.nn.functional as F
+    _gelu, _scale = F.gelu, 1 + float(os.environ["COLBERT_TEST_GELU"])
+    F.gelu = lambda x, *a, **k: _gelu(x, *a, **k) * _scale
+'''
+
 TSV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "colbert", "data", "vaswani",
                    "collection.tsv")
 
@@ -84,7 +93,7 @@ def lab(colbert_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_a(lab):
-    return lab[1]("A")
+    return lab[1]("A", COLBERT_TAP_LAYERS="1")
 
 
 @pytest.fixture(scope="module")
@@ -157,16 +166,24 @@ def test_cli_json_reuses_the_complete_step(explained_b, run_a, run_b, capsys):
     assert _load_done(str(work / "step1"), ["embs"], run_a, run_b) is None
 
 
-def test_two_root_stages_cumulative(lab, run_a, tmp_path):
-    b = lab[2]("B3", COLBERT_TEST_PERTURB="0.01", COLBERT_TEST_PERTURB_STAGES="local_sample_embs,embs")
+def test_encoder_change_needs_batches_then_embs(lab, run_a, tmp_path):
+    """B's encoder differs (a sitecustomize on B's PYTHONPATH scales F.gelu by 1 + 1e-3), layers captured in both:
+    the origin is the capture-only encoder_layers, the injectable stage is batches; injecting batches switches
+    off the encode-once reuse, so the chunk is re-encoded under B and embs must be injected too."""
+    site = lab[0] / "gelu"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(GELU)
+    b = lab[1]("BL", PYTHONPATH=str(site), COLBERT_TEST_GELU="1e-3", COLBERT_TAP_LAYERS="1")
     ex = explain(run_a, b, work=str(tmp_path / "w"))
-    assert ex.first_divergence == ex.first_divergence_exact == "local_sample_embs"
-    assert [s.injected for s in ex.chain] == [["local_sample_embs"], ["local_sample_embs", "embs"]]
-    one = ex.chain[0]
-    # scaling embs leaves every nearest centroid (an argmax of dot products) alone: only residuals follow
-    assert "centroids" in one.matching and "codes" in one.matching and one.differing == ["embs", "residuals"]
-    assert one.max_abs["embs"] > 0
-    assert ex.converged and ex.root_stages == ["local_sample_embs", "embs"] and ex.exit_code == 0
+    assert ex.first_divergence_exact == "encoder_layers" and "the injectable stage is batches" in ex.origin_note
+    assert [s.injected for s in ex.chain] == [["batches"], ["batches", "embs"]]
+    one, two = ex.chain
+    assert {"centroids", "local_sample_embs"} <= set(one.matching) and "embs" in one.differing
+    assert "D" in one.one_sided  # chunk-site groups exist only in the replay (reuse off)
+    assert ex.converged and ex.root_stages == ["batches", "embs"]
+    # B's own layer captures still differ (upstream of the injection); they do not count against convergence
+    assert two.differing == ["encoder_layers"] and two.final_match
+    assert "encoder_layers (0.0" in render_markdown(ex)
 
 
 def test_injection_that_changes_nothing_is_not_converged(lab, run_a, tmp_path, capsys):
@@ -178,7 +195,7 @@ def test_injection_that_changes_nothing_is_not_converged(lab, run_a, tmp_path, c
 
 
 def test_identical_runs(lab, run_a, tmp_path, capsys):
-    a2 = lab[1]("A2")
+    a2 = lab[1]("A2", COLBERT_TAP_LAYERS="1")
     assert main(["explain", run_a, a2, "--work", str(tmp_path / "w"), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["chain"] == [] and out["converged"] is True and out["root_stages"] == []

@@ -7,7 +7,7 @@ import json
 import sys
 
 from colbert.compare.render import _clean, _md_table, fmt_num
-from colbert.explain.chain import NOT_IMPLEMENTED, Explanation, Step
+from colbert.explain.chain import NOT_IMPLEMENTED, Explanation, Step, upstream_of
 
 FORMATS = ("table", "markdown", "json")
 COLUMNS = ("step", "injected from A", "now matching", "still differing (max |a−b|)",
@@ -17,12 +17,13 @@ NOT_IMPLEMENTED_TEXT = ("Not implemented yet: " + ", ".join(NOT_IMPLEMENTED) + "
                         "stage level; it does not say which module, which input shapes or which aten op changed.")
 
 
-def _drift(step: Step, stage: str) -> str:
+def _drift(step: Step, stage: str, upstream: set[str] = frozenset()) -> str:
     m = step.max_abs.get(stage)
-    if m is not None:
-        return f"{stage} ({fmt_num(m)})"
     n = step.n_diff.get(stage)
-    return f"{stage} ({n} differ)" if n else stage
+    parts = [fmt_num(m)] if m is not None else ([f"{n} differ"] if n else [])
+    if stage in upstream:  # B's own computation, before what was injected: differs by construction
+        parts.append("upstream of the injection")
+    return f"{stage} ({'; '.join(parts)})" if parts else stage
 
 
 def _versions(ex: Explanation) -> str:
@@ -44,7 +45,8 @@ def step_rows(ex: Explanation) -> list[list[str]]:
         else:
             new = [x for x in s.matching if x not in prev.matching]
             now = ", ".join(new) if new else "nothing new"
-        differing = ", ".join(_drift(s, x) for x in s.differing) or "—"
+        up = upstream_of(s.injected) if s.injected else set()
+        differing = ", ".join(_drift(s, x, up) for x in s.differing) or "—"
         within = ", ".join(x for x in s.exact_differing if x not in s.differing) or "—"
         rows.append([str(s.step), injected, now, differing, within])
         prev = s

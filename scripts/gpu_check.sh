@@ -47,7 +47,7 @@ QUERIES=$REPO/colbert/data/vaswani/queries.tsv
 QRELS=$REPO/colbert/data/vaswani/qrels.tsv
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false COLBERT_TAP_QUIET=1
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
-[ "$CPU_ONLY" = 1 ] && export CUDA_VISIBLE_DEVICES=
+[ "$CPU_ONLY" = 1 ] && export CUDA_VISIBLE_DEVICES= COLBERT_EXTENSIONS_CUDA=off
 
 T0=$(date +%s)
 FAILS=()
@@ -131,7 +131,7 @@ EOF
 )
     DEPS=()
     for pin in "${PINS[@]}"; do case $pin in --no-deps*) ;; *) DEPS+=("$pin");; esac; done
-    pip_in "${DEPS[@]}" pytest || fail "pip install the pinned dependencies"
+    pip_in "${DEPS[@]}" pytest "ir-measures>=0.3" || fail "pip install the pinned dependencies"
     for pin in "${PINS[@]}"; do case $pin in --no-deps*) pip_in --no-deps "${pin#--no-deps }" || fail "pip install $pin";; esac; done
     echo "pip installs: $(( $(date +%s) - t )) s"
   fi
@@ -296,8 +296,12 @@ EOF
 
 overlap() {  # label A.tsv B.tsv: drift of B's top 10 from A's
   local label=$1 a=$2 b=$3 out=$WORK/evaluate-$1.json
-  "${CLI[@]}" evaluate --ranking "$a" --ranking-b "$b" --qrels "$QRELS" --format json --names "${label%%-*}" "${label##*-}" \
-      >"$out" 2>"$WORK/evaluate-$label.err" || { fail "evaluate $label ($WORK/evaluate-$label.err)"; tail -3 "$WORK/evaluate-$label.err"; return; }
+  local names=(--names "${label%%-*}" "${label##*-}")
+  # with the qrels (nDCG@10 of both; needs ir-measures), else the drift alone
+  "${CLI[@]}" evaluate --ranking "$a" --ranking-b "$b" --qrels "$QRELS" --format json "${names[@]}" \
+      >"$out" 2>"$WORK/evaluate-$label.err" \
+  || "${CLI[@]}" evaluate --ranking "$a" --ranking-b "$b" --format json "${names[@]}" \
+      >"$out" 2>>"$WORK/evaluate-$label.err" || { fail "evaluate $label ($WORK/evaluate-$label.err)"; tail -3 "$WORK/evaluate-$label.err"; return; }
   report "$("$PY" - "$out" "$label" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))

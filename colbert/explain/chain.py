@@ -136,11 +136,12 @@ def _step_json(s: Step) -> dict[str, Any]:
 
 def tap_of(run: str) -> str:
     """The tap folder of a run given as a tap folder or as an index folder holding tap/."""
-    run = os.path.abspath(run)
-    if os.path.isfile(os.path.join(run, MANIFEST)):
-        return run
-    if os.path.isfile(os.path.join(run, "tap", MANIFEST)):
-        return os.path.join(run, "tap")
+    from colbert.tap.replay import ReplayError, tap_folder_of
+
+    try:
+        return tap_folder_of(run)
+    except ReplayError:
+        run = os.path.abspath(run)
     if not os.path.isdir(run):
         raise ExplainError(f"{run}: no such folder")
     if any(n.endswith(".pt") for n in os.listdir(run)):

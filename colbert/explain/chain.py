@@ -20,12 +20,14 @@ from typing import Any, Callable
 from colbert.compare.engine import Options, compare_runs
 from colbert.compare.report import DIFFERS, MATCH, ONLY_A, ONLY_B, Report, Row
 from colbert.compare.tolerances import PROFILES, resolve_profiles
+from colbert.explain.modules import DEFAULT_BATCHES, ENCODER_STAGES, ModuleLevelError, module_level
 from colbert.tap.manifest import MANIFEST
 from colbert.tap.stages import STAGES, downstream, get_stage, stage_index
 
 EXACT = "exact"
 DONE = "done.json"  # written last into a step folder: the step is complete and may be reused
-NOT_IMPLEMENTED = ["module level", "shape sensitivity", "op level"]
+# Below the stage level only the encoder is probed (colbert/explain/modules.py).
+NOT_IMPLEMENTED = ["module, shape and op levels for root stages outside the encoder (k-means, IVF, codec)"]
 # What makes one run's artifacts meaningless in the other (injection would not fit).
 _SAME = ("num_passages", "dim", "nbits")
 
@@ -75,6 +77,8 @@ class Explanation:
     needs: str | None = None  # what is missing to go on, when explain stopped before replaying
     versions: dict[str, Any] = field(default_factory=dict)
     origin_note: str | None = None
+    modules: dict[str, Any] | None = None  # the module, shape and op levels (colbert/explain/modules.py)
+    modules_note: str | None = None  # why they were not run, or why they stopped
 
     @property
     def chain(self) -> list[Step]:
@@ -119,9 +123,10 @@ class Explanation:
             "error": self.error,
             "needs": self.needs,
             "exit_code": self.exit_code,
-            "modules": None,
-            "shape_sensitivity": None,
-            "ops": None,
+            "modules": self.modules,
+            "shape_sensitivity": (self.modules or {}).get("shapes"),
+            "ops": (self.modules or {}).get("op"),
+            "modules_note": self.modules_note,
             "not_implemented": list(NOT_IMPLEMENTED),
         }
 
@@ -358,8 +363,28 @@ def _load_done(folder: str, injected: list[str], tap_a: str, tap_b: str) -> dict
 
 
 def explain(a: str, b: str, *, profile: str = "default", work: str | None = None, max_steps: int = 8,
-            timeout: float | None = None, progress: Progress | None = None) -> Explanation:
-    """Build the causal chain. Never raises for bad input: the Explanation carries `error`."""
+            timeout: float | None = None, progress: Progress | None = None, modules: bool = True,
+            module_batches: int | None = None) -> Explanation:
+    """Build the causal chain, then go below it into the encoder when an encoder stage is where values
+    first move or a root stage. Never raises for bad input: the Explanation carries `error`."""
+    ex = _stage_chain(a, b, profile=profile, work=work, max_steps=max_steps, timeout=timeout, progress=progress)
+    encoder = [s for s in [ex.first_divergence_exact, *ex.root_stages] if s in ENCODER_STAGES]
+    if not encoder:
+        ex.modules_note = "no encoder stage is where values first move or a root stage: nothing to probe below"
+    elif not modules:
+        ex.modules_note = "module level switched off (--no-modules)"
+    else:
+        try:
+            ex.modules = module_level(ex.a, ex.b, os.path.join(ex.work, "modules"),
+                                      max_batches=module_batches or DEFAULT_BATCHES, timeout=timeout,
+                                      progress=progress)
+        except ModuleLevelError as e:
+            ex.modules_note = f"module level not run: {e}"
+    return ex
+
+
+def _stage_chain(a: str, b: str, *, profile: str, work: str | None, max_steps: int, timeout: float | None,
+                 progress: Progress | None) -> Explanation:
     from colbert.tap.replay import ReplayError, replay
 
     notify = progress or _noop
@@ -400,7 +425,7 @@ def explain(a: str, b: str, *, profile: str = "default", work: str | None = None
         ex.needs = ("the stage chain needs B replayable: B's manifest must carry a replay record "
                     "(interpreter, argv, working directory; written by this colbert-tap's COLBERT_TAP=save) "
                     "and that interpreter must still exist with colbert-tap installed; A needs only its "
-                    "saved artifacts. Module, shape and op levels are not implemented yet.")
+                    "saved artifacts.")
         ex.stop_reason = "B cannot be replayed"
         return ex
 

@@ -10,8 +10,10 @@ from colbert.explain.render import FORMATS, print_table, render
 
 DESCRIPTION = ("Explain why two indexing runs diverge, at the stage level: replay B with A's value of the first "
                "stage that differs (bit for bit) injected, compare again, and inject more until the final index "
-               "artifacts match under the profile. Module, shape-sensitivity and op levels are not implemented "
-               "yet. Exit code: 0 the chain ends converged, 1 it does not, 2 error (including: B cannot be "
+               "artifacts match under the profile. Then, when the encoder is where values first move or a root "
+               "stage, probe it in both installs: the first module whose own computation differs, the padded "
+               "widths and row counts that change its bits, and the first aten op that differs on identical "
+               "inputs. Exit code: 0 the chain ends converged, 1 it does not, 2 error (including: B cannot be "
                "replayed).")
 
 
@@ -30,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", metavar="FILE", help="write the output to FILE instead of stdout")
     parser.add_argument("--max-steps", type=int, default=8, metavar="N", help="at most N replays (default: 8)")
     parser.add_argument("--timeout", type=float, metavar="S", help="seconds before one replay is stopped")
+    parser.add_argument("--no-modules", dest="modules", action="store_false", default=True,
+                        help="stop at the stage level (no encoder probe in A's and B's installs)")
+    parser.add_argument("--module-batches", type=int, default=None, metavar="N",
+                        help="encode at most N of A's batches per side when probing the encoder (default: 8)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=True,
                         help="no progress display on stderr")
     return parser
@@ -69,6 +75,10 @@ class _Display:
             left = ", ".join(info["differing"]) or "nothing"
             took = "reused" if info["reused"] else f"{info['seconds']:.1f} s"
             self.console.print(f"[explain] step {info['step']} ({took}): still differing: {left}")
+        elif event == "modules":
+            self._status(info["what"])
+            if self.progress is None:
+                self.console.print(f"[explain] {info['what']}")
         elif event == "failed":
             self.console.print(f"[explain] step {info['step']} failed: {info['error']}")
 
@@ -91,10 +101,15 @@ def run(args: argparse.Namespace) -> int:
     if args.max_steps < 1:
         print("colbert-tap explain: error: --max-steps must be at least 1", file=sys.stderr)
         return 2
+    if args.module_batches is not None and args.module_batches < 1:
+        print(f"colbert-tap explain: error: --module-batches must be at least 1; got {args.module_batches}",
+              file=sys.stderr)
+        return 2
     display = _Display(args.progress)
     try:
         ex = explain(args.a, args.b, profile=args.profile, work=args.work, max_steps=args.max_steps,
-                     timeout=args.timeout, progress=display)
+                     timeout=args.timeout, progress=display, modules=args.modules,
+                     module_batches=args.module_batches)
     except (ExplainError, OSError, ValueError) as e:
         display.close()
         print(f"colbert-tap explain: error: {e}", file=sys.stderr)

@@ -8,13 +8,70 @@ import sys
 
 from colbert.compare.render import _clean, _md_table, fmt_num
 from colbert.explain.chain import NOT_IMPLEMENTED, Explanation, Step, upstream_of
+from colbert.explain.modules import compact, module_label
 
 FORMATS = ("table", "markdown", "json")
 COLUMNS = ("step", "injected from A", "now matching", "still differing (max |a−b|)",
            "within the profile, not bit for bit")
 
-NOT_IMPLEMENTED_TEXT = ("Not implemented yet: " + ", ".join(NOT_IMPLEMENTED) + ". This explanation stops at the "
-                        "stage level; it does not say which module, which input shapes or which aten op changed.")
+NOT_IMPLEMENTED_TEXT = "Not implemented yet: " + ", ".join(NOT_IMPLEMENTED) + "."
+LAYER_COLUMNS = ("module (batch of the first difference)", "bit-identical", "elements differing", "max |a−b|",
+                 "mean |a−b|")
+OP_COLUMNS = ("#", "aten op (A's inputs, replayed in B)", "inputs", "bit-identical", "max |a−b|")
+MAX_OPS_SHOWN = 12
+
+
+def _module_text(ex: Explanation) -> list[str]:
+    """Plain sentences below the stage level: which module, which shapes, which op."""
+    m = ex.modules
+    if m is None:
+        return [ex.modules_note] if ex.modules_note else []
+    out = [f"Encoder probed in both installs (torch {m['torch_a']} → {m['torch_b']}) on {m['batches_compared']} of "
+           f"A's batches (padded widths {', '.join(map(str, m['widths']))}); batches with a differing module: "
+           + (", ".join(map(str, m["batches_differing"])) or "none") + "."]
+    out.append(m["summary"][0].upper() + m["summary"][1:] + ".")
+    same = m.get("same_inputs")
+    if same is not None:
+        out.append(f"Re-run in B on A's recorded inputs, that module's output is "
+                   + ("bit-identical (the difference needs more than its inputs)" if same["equal"] else
+                      f"different in {same['n_unequal']:,} of {same['numel']:,} elements (max |a−b| "
+                      f"{fmt_num(same['max_abs'])})") + ".")
+    s = m.get("shapes")
+    if s:
+        out.append(f"Shape sensitivity at {s['rows']} rows: padded widths that change its bits "
+                   f"{compact(s['widths_differ']) or 'none'}; that do not {compact(s['widths_match']) or 'none'}. "
+                   f"At width {s['width']}, row counts that change its bits {compact(s['rows_differ']) or 'none'}; "
+                   f"that do not {compact(s['rows_match']) or 'none'}.")
+    op = m.get("op")
+    if op:
+        if op.get("ops_error"):
+            out.append(f"Op level not recorded in A's install: {op['ops_error']}.")
+        elif not op["same_sequence"]:
+            out.append(f"The module runs different aten ops in the two installs: A {', '.join(op['sequence_a'])}; "
+                       f"B {', '.join(op['sequence_b'] or ['(not recorded)'])}.")
+    return out
+
+
+def layer_rows(ex: Explanation) -> list[list[str]]:
+    rows = []
+    for r in (ex.modules or {}).get("layers") or []:
+        differ = "" if r["n_unequal"] is None else f"{r['n_unequal']:,} / {r['numel']:,}"
+        rows.append([module_label(r["module"]), "✓" if r["equal"] else "✗", differ, fmt_num(r["max_abs"]),
+                     fmt_num(r["mean_abs"])])
+    return rows
+
+
+def op_rows(ex: Explanation) -> list[list[str]]:
+    """The module's own aten ops up to the first that differs (at most MAX_OPS_SHOWN rows)."""
+    op = (ex.modules or {}).get("op") or {}
+    ops = op.get("ops") or []
+    first = op.get("first")
+    stop = first["index"] + 1 if first else len(ops)
+    rows = []
+    for o in ops[:stop][-MAX_OPS_SHOWN:]:
+        eq = "error: " + o["error"] if o.get("error") else ("✓" if o["equal"] else "✗")
+        rows.append([str(o["index"]), o["op"], o["inputs"], eq, fmt_num(o.get("max_abs"))])
+    return rows
 
 
 def _drift(step: Step, stage: str, upstream: set[str] = frozenset()) -> str:
@@ -80,6 +137,13 @@ def render_markdown(ex: Explanation) -> str:
     lines += ["", f"**{summary(ex)}**"]
     if ex.needs:
         lines += ["", f"Needed: {ex.needs}"]
+    below = _module_text(ex)
+    if below:
+        lines += ["", "### Below the stage level", ""] + [x for t in below for x in (t, "")]
+    if layer_rows(ex):
+        lines += _md_table(list(LAYER_COLUMNS), layer_rows(ex)) + [""]
+    if op_rows(ex):
+        lines += _md_table(list(OP_COLUMNS), op_rows(ex)) + [""]
     lines += ["", f"_{NOT_IMPLEMENTED_TEXT}_", ""]
     return "\n".join(lines)
 
@@ -115,6 +179,16 @@ def print_table(ex: Explanation, console=None) -> None:
         console.print(f"needed: {ex.needs}", highlight=False)
     if ex.work:
         console.print(f"replays kept under {ex.work}", highlight=False)
+    for text in _module_text(ex):
+        console.print(text, highlight=False)
+    for columns, rows in ((LAYER_COLUMNS, layer_rows(ex)), (OP_COLUMNS, op_rows(ex))):
+        if rows:
+            t = Table(header_style="bold")
+            for c in columns:
+                t.add_column(c, overflow="fold")
+            for r in rows:
+                t.add_row(*r)
+            console.print(t)
     console.print(NOT_IMPLEMENTED_TEXT, style="yellow", highlight=False)
 
 

@@ -1,0 +1,396 @@
+"""What `colbert-tap explain` runs inside each install to go below the stage level.
+
+Started as `python -m colbert.explain.probe COMMAND SPEC.json` in the interpreter of run A or run B
+(each with its own torch), it encodes A's own tokenized batches with the run's checkpoint and writes
+what it saw; the explaining process compares the two sides (colbert/explain/modules.py).
+
+  digests  every module call of every batch, in completion order: name, class, sha256 of each tensor
+           input and output. The first call whose output differs while its inputs match is a module
+           whose own computation changed (its children, which complete first, all matched).
+  detail   (A's side) for one module call: its inputs and output, the per-layer outputs of that batch,
+           digests of the module on narrower/wider widths and fewer rows, and every aten op the module
+           runs itself (ops of its child modules excluded), with inputs, strides and outputs.
+  check    (B's side) reads A's detail, runs the same module, shapes and ops on A's inputs, and writes
+           JSON: per-layer max |a-b|, the shapes that differ, the first op that differs.
+
+Runs on every supported torch (1.13.1 on): hooks without kwargs, TorchDispatchMode, weights_only files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+SWEEP_WIDTH = 12  # widths W-12 .. W+12 around the batch's padded width
+_FLOAT_AS_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    t = t.detach().cpu().contiguous()
+    if t.dtype.is_floating_point or t.dtype.is_complex:
+        size = t.element_size()
+        t = t.view(_FLOAT_AS_INT[size]) if size in _FLOAT_AS_INT else t
+    h = hashlib.sha256(f"{tuple(t.shape)}|{t.dtype}".encode())
+    h.update(t.numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def tensors_of(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in tensors_of(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in tensors_of(v)]
+    if hasattr(value, "to_tuple"):  # transformers ModelOutput
+        return tensors_of(value.to_tuple())
+    return []
+
+
+def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return tensor_digest(a) == tensor_digest(b)
+
+
+def max_abs(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    if a.shape != b.shape or not (a.dtype.is_floating_point and b.dtype.is_floating_point):
+        return None
+    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+
+
+def n_unequal(a: torch.Tensor, b: torch.Tensor) -> int | None:
+    if a.shape != b.shape:
+        return None
+    if a.dtype.is_floating_point and a.dtype == b.dtype and a.element_size() in _FLOAT_AS_INT:
+        kind = _FLOAT_AS_INT[a.element_size()]
+        return int((a.contiguous().view(kind) != b.contiguous().view(kind)).sum())
+    return int((a != b).sum())
+
+
+# -- the encoder ------------------------------------------------------------------------------------
+class DocEncoder(nn.Module):
+    """ColBERT.doc as a module, so that its own ops (mask, normalize) have a name in the report: ""."""
+
+    def __init__(self, colbert):
+        super().__init__()
+        self.colbert = colbert
+
+    def forward(self, input_ids, attention_mask):
+        return self.colbert.doc(input_ids, attention_mask)
+
+
+def load_encoder(spec: dict) -> DocEncoder:
+    from colbert.infra.config import ColBERTConfig
+    from colbert.modeling.colbert import ColBERT
+
+    torch.manual_seed(12345)  # a checkpoint without a projection draws it; both sides draw the same
+    config = ColBERTConfig(checkpoint=spec["checkpoint"], **(spec.get("config") or {}))
+    return DocEncoder(ColBERT(spec["checkpoint"], config)).eval()
+
+
+def load_batches(spec: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    from colbert.utils.torch_load import safe_load
+
+    out = []
+    for path in spec["batch_files"]:
+        value = safe_load(path)
+        batches = value[0] if isinstance(value, (tuple, list)) and len(value) == 2 else value
+        out.extend((ids, mask) for ids, mask in batches)
+    return out[: spec.get("max_batches") or None]
+
+
+class CallRecorder:
+    """Forward hooks on every module: one record per call, in completion order."""
+
+    def __init__(self, root: nn.Module, keep: set[str] = frozenset()):
+        self.calls: list[dict] = []
+        self.kept: dict[str, torch.Tensor] = {}
+        self.keep = keep
+        self._count: dict[str, int] = {}
+        self._handles = [m.register_forward_hook(self._hook(name, m)) for name, m in root.named_modules()]
+
+    def _hook(self, name: str, module: nn.Module):
+        leaf = not any(True for _ in module.children())
+
+        def hook(mod, inputs, output):
+            n = self._count.get(name, 0)
+            self._count[name] = n + 1
+            outs = tensors_of(output)
+            self.calls.append({"name": name, "call": n, "cls": type(mod).__name__, "leaf": leaf,
+                               "in": [tensor_digest(t) for t in tensors_of(inputs)],
+                               "out": [tensor_digest(t) for t in outs],
+                               "shapes": [list(t.shape) for t in tensors_of(inputs)]})
+            if name in self.keep and outs:
+                self.kept[f"{name}#{n}"] = outs[0].detach().clone()
+        return hook
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def cmd_digests(spec: dict) -> dict:
+    enc = load_encoder(spec)
+    batches = load_batches(spec)
+    out = []
+    with torch.no_grad():
+        for ids, mask in batches:
+            rec = CallRecorder(enc)
+            enc(ids, mask)
+            rec.close()
+            out.append(rec.calls)
+    return {"torch": str(torch.__version__), "threads": torch.get_num_threads(), "batches": out,
+            "widths": [int(ids.shape[1]) for ids, _ in batches], "rows": [int(ids.shape[0]) for ids, _ in batches]}
+
+
+# -- one module, below: its inputs, shapes and ops -----------------------------------------------------
+def find_call(enc: DocEncoder, batch, name: str, call: int) -> tuple[tuple, Any]:
+    """(positional inputs, output) of the call-th call of module `name` while encoding batch."""
+    module = dict(enc.named_modules())[name]
+    seen: list = []
+
+    def hook(mod, inputs, output):
+        seen.append((tuple(x.detach().clone() if isinstance(x, torch.Tensor) else x for x in inputs), output))
+
+    h = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            enc(*batch)
+    finally:
+        h.remove()
+    if len(seen) <= call:
+        raise RuntimeError(f"module {name!r} was called {len(seen)} time(s); expected call #{call}")
+    return seen[call]
+
+
+def layer_names(enc: DocEncoder) -> list[str]:
+    """The modules the maintainer compares layer by layer: embeddings, each transformer layer, the projection."""
+    names = []
+    for name, m in enc.named_modules():
+        parts = name.split(".")
+        if parts[-1] == "embeddings" or parts[-1] == "linear" and len(parts) == 2:
+            names.append(name)
+        elif len(parts) >= 2 and parts[-2] == "layer" and parts[-1].isdigit():
+            names.append(name)
+    return names + [""]
+
+
+def shape_variants(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """The input at other padded widths (cut, or extended with its own columns) and with fewer rows."""
+    if x.dim() != 3:
+        return []
+    rows, width = x.shape[0], x.shape[1]
+    wide = torch.cat([x, x], dim=1)
+    out = [(f"width {w}", wide[:, :w].contiguous()) for w in range(max(1, width - SWEEP_WIDTH), width + SWEEP_WIDTH + 1)]
+    r = 1
+    while r < rows:
+        out.append((f"rows {r}", x[:r].contiguous()))
+        r *= 2
+    return out
+
+
+# aten op arguments, made storable in a weights_only file and rebuilt with their strides
+def pack(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return {"__tensor__": v.detach().clone().contiguous(), "stride": list(v.stride())}
+    if isinstance(v, (list, tuple)):
+        return {"__seq__": [pack(x) for x in v], "tuple": isinstance(v, tuple)}
+    if isinstance(v, dict):
+        return {"__dict__": {str(k): pack(x) for k, x in v.items()}}
+    if isinstance(v, torch.dtype):
+        return {"__dtype__": str(v).replace("torch.", "")}
+    if isinstance(v, torch.device):
+        return {"__device__": str(v)}
+    if isinstance(v, torch.memory_format):
+        return {"__memory_format__": str(v).replace("torch.", "")}
+    if isinstance(v, torch.layout):
+        return {"__layout__": str(v).replace("torch.", "")}
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return {"__unsupported__": type(v).__name__}
+
+
+def unpack(v: Any) -> Any:
+    if not isinstance(v, dict):
+        return v
+    if "__tensor__" in v:
+        t = v["__tensor__"]
+        out = torch.empty_strided(t.shape, v["stride"], dtype=t.dtype) if t.numel() else t.clone()
+        return out.copy_(t) if t.numel() else out
+    if "__seq__" in v:
+        items = [unpack(x) for x in v["__seq__"]]
+        return tuple(items) if v["tuple"] else items
+    if "__dict__" in v:
+        return {k: unpack(x) for k, x in v["__dict__"].items()}
+    if "__dtype__" in v:
+        return getattr(torch, v["__dtype__"])
+    if "__device__" in v:
+        return torch.device(v["__device__"])
+    if "__memory_format__" in v:
+        return getattr(torch, v["__memory_format__"])
+    if "__layout__" in v:
+        return getattr(torch, v["__layout__"])
+    raise ValueError(f"an op argument of type {v.get('__unsupported__')} cannot be replayed")
+
+
+def describe_arg(v: Any) -> str:
+    if isinstance(v, torch.Tensor):
+        stride = "" if v.is_contiguous() else f" stride {tuple(v.stride())}"
+        return f"{str(v.dtype).replace('torch.', '')}{list(v.shape)}{stride}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(describe_arg(x) for x in v) + "]"
+    return repr(v)
+
+
+def trace_own_ops(module: nn.Module, inputs: tuple) -> tuple[list[dict], Any]:
+    """Every aten op `module` runs itself on `inputs` (not those of its child modules), with packed args."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    depth = [0]
+    handles = []
+    for child in module.children():
+        handles.append(child.register_forward_pre_hook(lambda m, i: depth.__setitem__(0, depth[0] + 1)))
+        handles.append(child.register_forward_hook(lambda m, i, o: depth.__setitem__(0, depth[0] - 1)))
+    ops: list[dict] = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            if depth[0] == 0:
+                ops.append({"op": str(func), "args": pack(list(args)), "kwargs": pack(dict(kwargs)),
+                            "out": pack(tensors_of(out)), "shapes": describe_arg(list(args))})
+            return out
+
+    try:
+        with torch.no_grad(), Recorder():
+            output = module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return ops, output
+
+
+def resolve_op(name: str):
+    parts = name.split(".")
+    op = torch.ops
+    for p in parts:
+        op = getattr(op, p)
+    return op
+
+
+def cmd_detail(spec: dict) -> dict:
+    enc = load_encoder(spec)
+    batch = load_batches(spec)[spec["batch"]]
+    name, call = spec["module"], spec["call"]
+    inputs, output = find_call(enc, batch, name, call)
+    module = dict(enc.named_modules())[name]
+    keep = set(layer_names(enc))
+    rec = CallRecorder(enc, keep=keep)
+    with torch.no_grad():
+        enc(*batch)
+    rec.close()
+    variants = []
+    tensor_inputs = [x for x in inputs if isinstance(x, torch.Tensor)]
+    if len(inputs) == 1 and tensor_inputs and tensor_inputs[0].is_floating_point():
+        with torch.no_grad():
+            for label, x in shape_variants(tensor_inputs[0]):
+                variants.append({"label": label, "shape": list(x.shape),
+                                 "digest": [tensor_digest(t) for t in tensors_of(module(x))]})
+    try:
+        ops, _ = trace_own_ops(module, inputs)
+        ops_error = None
+    except Exception as e:  # an op the dispatch mode cannot record on this torch: say so, go on
+        ops, ops_error = [], f"{type(e).__name__}: {e}"
+    return {"torch": str(torch.__version__), "module": name, "call": call, "cls": type(module).__name__,
+            "inputs": pack(list(inputs)), "output": pack(tensors_of(output)), "layers": rec.kept,
+            "variants": variants, "ops": ops, "ops_error": ops_error}
+
+
+def cmd_check(spec: dict) -> dict:
+    from colbert.utils.torch_load import safe_load
+
+    a = safe_load(spec["detail"])
+    enc = load_encoder(spec)
+    batch = load_batches(spec)[spec["batch"]]
+    module = dict(enc.named_modules())[a["module"]]
+    inputs = tuple(unpack(a["inputs"]))
+    with torch.no_grad():
+        own = tensors_of(module(*inputs))
+    a_out = unpack(a["output"])
+    same_inputs = {"equal": all(bits_equal(x, y) for x, y in zip(own, a_out)) and len(own) == len(a_out),
+                   "max_abs": max((max_abs(x, y) or 0.0) for x, y in zip(own, a_out)) if own else None,
+                   "n_unequal": sum((n_unequal(x, y) or 0) for x, y in zip(own, a_out)),
+                   "numel": sum(t.numel() for t in own), "shape": [list(t.shape) for t in own]}
+    rec = CallRecorder(enc, keep=set(a["layers"] and {k.split("#")[0] for k in a["layers"]}))
+    with torch.no_grad():
+        enc(*batch)
+    rec.close()
+    layers = []
+    for key, t_a in a["layers"].items():
+        t_b = rec.kept.get(key)
+        layers.append({"module": key.split("#")[0], "call": int(key.split("#")[1]),
+                       "equal": t_b is not None and bits_equal(t_a, t_b),
+                       "max_abs": None if t_b is None else max_abs(t_a, t_b),
+                       "mean_abs": None if t_b is None or t_a.shape != t_b.shape else float((t_a.double() - t_b.double()).abs().mean()),
+                       "n_unequal": None if t_b is None else n_unequal(t_a, t_b), "numel": t_a.numel()})
+    variants = []
+    x0 = [x for x in inputs if isinstance(x, torch.Tensor)]
+    if a["variants"] and x0:
+        mine = {label: x for label, x in shape_variants(x0[0])}
+        with torch.no_grad():
+            for v in a["variants"]:
+                d = [tensor_digest(t) for t in tensors_of(module(mine[v["label"]]))]
+                variants.append({"label": v["label"], "shape": v["shape"], "equal": d == v["digest"]})
+    ops = []
+    for i, op in enumerate(a["ops"]):
+        entry = {"index": i, "op": op["op"], "inputs": op["shapes"]}
+        try:
+            out = resolve_op(op["op"])(*unpack(op["args"]), **unpack(op["kwargs"]))
+            mine, theirs = tensors_of(out), unpack(op["out"])
+            entry.update(equal=len(mine) == len(theirs) and all(bits_equal(x, y) for x, y in zip(mine, theirs)),
+                         max_abs=max((max_abs(x, y) or 0.0) for x, y in zip(mine, theirs)) if mine else None,
+                         n_unequal=sum((n_unequal(x, y) or 0) for x, y in zip(mine, theirs)),
+                         numel=sum(t.numel() for t in mine))
+        except Exception as e:
+            entry.update(equal=None, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        ops.append(entry)
+    try:
+        own_ops, _ = trace_own_ops(module, inputs)
+        own_sequence = [o["op"] for o in own_ops]
+    except Exception as e:
+        own_sequence = None
+    return {"torch": str(torch.__version__), "module": a["module"], "call": a["call"], "cls": a["cls"],
+            "torch_a": a["torch"], "same_inputs": same_inputs, "layers": layers, "variants": variants, "ops": ops,
+            "ops_error": a["ops_error"], "sequence_a": [o["op"] for o in a["ops"]], "sequence_b": own_sequence}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("digests", "detail", "check"):
+        print("usage: python -m colbert.explain.probe digests|detail|check SPEC.json", file=sys.stderr)
+        return 2
+    with open(argv[1], encoding="utf-8") as f:
+        spec = json.load(f)
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    result = {"digests": cmd_digests, "detail": cmd_detail, "check": cmd_check}[argv[0]](spec)
+    out = spec["out"]
+    tmp = out + ".tmp"
+    if argv[0] == "detail":
+        torch.save(result, tmp)
+    else:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result, f)
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

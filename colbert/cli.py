@@ -29,6 +29,9 @@ def _config_kwargs(args) -> dict:
 
 
 def _read_collection(path: str, limit: int | None):
+    from colbert.infra.validation import check_limit
+
+    check_limit(limit)
     if not limit:
         return path
     from colbert.indexing.collection import load_tsv
@@ -74,16 +77,21 @@ def run_index(checkpoint: str, collection, root: str, name: str, nranks: int = 1
     with Run().context(RunConfig(nranks=nranks, experiment=experiment, root=root)):
         config = ColBERTConfig(checkpoint=checkpoint, **config_kwargs)
         indexer = Indexer(checkpoint=checkpoint, config=config)
-        bar = None
+        bar = []
         if progress and nranks == 1:
             sample_k = min(1 + int(16 * (120 * len(casted)) ** 0.5), len(casted))
-            bar = tqdm(total=sample_k + len(casted), unit="passage", desc="encoding (sample + chunks)")
-            indexer.progress = bar.update
+
+            def update(n):  # the bar appears with the first encoded batch, not before a validation error
+                if not bar:
+                    bar.append(tqdm(total=sample_k + len(casted), unit="passage", desc="encoding (sample + chunks)"))
+                bar[0].update(n)
+
+            indexer.progress = update
         try:
             path = indexer.index(name=name, collection=collection, overwrite=overwrite)
         finally:
-            if bar is not None:
-                bar.close()
+            if bar:
+                bar[0].close()
     return path
 
 
@@ -107,8 +115,10 @@ def cmd_index(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from colbert.infra.validation import check_limit
     from colbert.modeling.make_checkpoint import make_checkpoint
 
+    check_limit(args.limit)  # before the checkpoint is made
     out = os.path.abspath(args.out)
     ckpt = os.path.join(out, "checkpoint")
     if not os.path.exists(os.path.join(ckpt, "artifact.metadata")):
@@ -200,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", required=True)
     p.add_argument("--root", required=True, help="experiments root; the index goes to ROOT/EXPERIMENT/indexes/NAME")
     p.add_argument("--name", required=True)
-    p.add_argument("--limit", type=int, help="index only the first N passages")
+    p.add_argument("--limit", type=int, help="index only the first N passages (0 or unset: all)")
     p.add_argument("--overwrite", action="store_true")
     _add_config_flags(p)
     p.set_defaults(func=cmd_index)
@@ -246,7 +256,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Errors a user can act on (bad input, a refused tap file, a locked folder) are
+    one line on stderr and exit 2; Ctrl-C exits 130 and SIGTERM 143, each with one line, after the
+    run's own cleanup (a tap manifest is marked failed)."""
+    from colbert.utils.signals import Terminated, sigterm_raises
+
     argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else "colbert-tap"
+    try:
+        with sigterm_raises():
+            return _dispatch(argv)
+    except Terminated as e:
+        print(f"colbert-tap {command}: {e}; stopped", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print(f"colbert-tap {command}: interrupted (SIGINT); stopped", file=sys.stderr)
+        return 130
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "compare":
         from colbert.compare.cli import main as compare_main
 
@@ -255,14 +283,22 @@ def main(argv: list[str] | None = None) -> int:
         from colbert.explain.cli import main as explain_main
 
         return explain_main(argv[1:])
+    from colbert.tap.errors import TapError
+    from colbert.utils.locks import FolderLockedError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, ImportError, TypeError) as e:
-        print(f"colbert-tap {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, ImportError, TypeError, TapError, FolderLockedError) as e:
+        print(f"colbert-tap {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())  # a message that spans lines still ends as one line
+    return text or type(e).__name__
 
 
 if __name__ == "__main__":

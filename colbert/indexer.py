@@ -9,7 +9,7 @@ from colbert.indexing.collection import Collection
 from colbert.infra.config import ColBERTConfig, RunConfig
 from colbert.infra.launcher import launch
 from colbert.infra.run import Run
-from colbert.modeling.checkpoint_files import check_checkpoint
+from colbert.infra.validation import check_index_name, check_index_run
 
 OVERWRITE_MODES = (True, False, "reuse", "resume", "force_silent_overwrite")
 
@@ -31,12 +31,19 @@ class Indexer:
         return self.index_path
 
     def erase(self, force_silent: bool = False):
-        """Removes the files an index run writes (*.pt, and JSON named *metadata*, *doclen*, *plan*)."""
+        """Removes the files an index run writes (*.pt, JSON named *metadata*, *doclen*, *plan*, and the
+        collection fingerprint of an unfinished run)."""
         assert self.index_path is not None
+        from colbert.indexing.fingerprint import FINGERPRINT_FILE
+
         deleted = []
-        for filename in sorted(glob.glob(os.path.join(self.index_path, "*"))):
+        # glob's "*" skips dot-files, so the fingerprint sidecar is named explicitly
+        names = glob.glob(os.path.join(self.index_path, "*"))
+        names += glob.glob(os.path.join(self.index_path, FINGERPRINT_FILE))
+        for filename in sorted(names):
             base = os.path.basename(filename)
-            if base.endswith(".pt") or (base.endswith(".json") and any(w in base for w in ("metadata", "doclen", "plan"))):
+            if (base.endswith(".pt") or base == FINGERPRINT_FILE
+                    or (base.endswith(".json") and any(w in base for w in ("metadata", "doclen", "plan")))):
                 deleted.append(filename)
         # metadata.json first, so that an interrupted erase never leaves an index that looks complete.
         deleted.sort(key=lambda f: os.path.basename(f) != "metadata.json")
@@ -50,8 +57,8 @@ class Indexer:
         if overwrite not in OVERWRITE_MODES:
             raise ValueError(f"overwrite={overwrite!r}; expected one of {OVERWRITE_MODES}")
         casted = Collection.cast(collection)  # validates before anything touches the disk
-        check_checkpoint(self.config.checkpoint)
-        self._check_dim()
+        check_index_name(name)
+        check_index_run(self.config, Run().config.nranks)  # every other input, before the folder is touched
         raw = collection
         if not isinstance(raw, (str, list, Collection)) and not isinstance(raw, os.PathLike):
             raw = casted.data  # e.g. a dataset column: exported as the list upstream would see
@@ -67,6 +74,24 @@ class Indexer:
         if exists and overwrite is False:
             raise FileExistsError(f"index {self.index_path} already exists; pass overwrite=True to replace it "
                                   "(or 'reuse' to keep it, 'resume' to finish an interrupted run)")
+        from colbert.tap.session import lock_saves, planned_saves
+        from colbert.utils.locks import INDEX_LOCK, folder_lock
+
+        saves = planned_saves(self.index_path)  # a refused tap save folder stops the run before any change
+        os.makedirs(self.index_path, exist_ok=True)
+        # One writer per index folder: two runs at once leave one's centroids beside the other's
+        # chunks. Locked here in the parent, so the ranks it spawns never lock each other out.
+        with folder_lock(self.index_path, INDEX_LOCK, what="index"), lock_saves(saves, Run().config.nranks):
+            return self._write(casted, exists, overwrite)
+
+    def _write(self, casted, exists, overwrite):
+        """The part of `index` that changes the folder; runs under the index lock."""
+        if exists and overwrite == "resume":
+            from colbert.indexing.fingerprint import check_resume
+            from colbert.utils.io import remove_stale_temps
+
+            check_resume(self.index_path, casted)  # before anything in the folder changes
+            remove_stale_temps(self.index_path)  # what a killed run's unfinished writes left
         os.makedirs(self.index_path, exist_ok=True)
         if exists and overwrite in (True, "force_silent_overwrite"):
             self.erase(force_silent=overwrite == "force_silent_overwrite")
@@ -74,18 +99,6 @@ class Indexer:
             return self.index_path
         self._launch(casted)
         return self.index_path
-
-    def _check_dim(self):
-        from colbert.modeling.checkpoint_files import find_projection, model_dir
-        from colbert.modeling.colbert import resolve_dim
-
-        directory = model_dir(self.config.checkpoint)
-        weight, origin = find_projection(directory)
-        dim = resolve_dim(self.config, weight, directory, origin)  # raises on a dim the projection contradicts
-        nbits = self.config.nbits
-        if nbits not in (1, 2, 4, 8) or dim % 8 != 0 or dim % (8 * nbits) != 0:
-            raise ValueError(f"nbits={nbits} with dim={dim}: nbits must be 1, 2, 4 or 8 and dim={dim} must be a "
-                             f"multiple of 8 * nbits = {8 * nbits}")
 
     def _launch(self, collection):
         from colbert.indexing.collection_indexer import index_collection

@@ -1,4 +1,4 @@
-"""`Searcher`: upstream's public search API (colbert-ai 0.2.22, spec §1.1 and §6).
+"""`Searcher`: upstream's public search API (colbert-ai 0.2.22).
 
     searcher = Searcher(index="my.index", checkpoint=None, collection=None, config=None, index_root=None)
     pids, ranks, scores = searcher.search("a query", k=10)
@@ -34,6 +34,7 @@ import torch
 from colbert.indexing.collection import Collection
 from colbert.infra.config import ColBERTConfig
 from colbert.infra.run import Run
+from colbert.infra.validation import check_search_run, check_search_settings
 from colbert.search.index_loader import load_index, read_index_metadata
 from colbert.search.index_scorer import IndexScorer
 from colbert.search.queries import Queries
@@ -85,6 +86,8 @@ class Searcher:
             raise ValueError(f"index {self.index}: metadata.json names no checkpoint; pass checkpoint=")
         self.checkpoint_config = ColBERTConfig.load_from_checkpoint(self.checkpoint)
         self.config = ColBERTConfig.from_existing(self.checkpoint_config, self.index_config, initial_config)
+        # before the model loads: a checkpoint already in memory was checked when it loaded
+        check_search_run(self.config, checkpoint=self.checkpoint if model is None else None)
 
         self.collection = self._cast_collection(collection if collection is not None else self.config.collection,
                                                 explicit=collection is not None)
@@ -163,6 +166,8 @@ class Searcher:
             self.configure(centroid_score_threshold=threshold)
         if self.config.ndocs is None:
             self.configure(ndocs=ndocs)
+        # configure() may have set them since __init__; the kernels would fail on them mid-search
+        check_search_settings(self.config.ncells, self.config.centroid_score_threshold, self.config.ndocs)
         ctx = {"qid": qid}
         Q = tap("Q", Q, **ctx)
         found, scores = self.ranker.rank(self.config, Q, filter_fn=filter_fn, pids=pids, tap_ctx=ctx)

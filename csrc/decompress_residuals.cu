@@ -1,4 +1,4 @@
-// GPU decompression of residual-compressed rows (colbert-tap, upstream §5.3).
+// GPU decompression of residual-compressed rows (colbert-tap, upstream's bit layout).
 // Output keeps the centroids' dtype; for fp16 each element is one rounding of
 // weight + centroid, which is what torch's own fp16 add gives, so
 // colbert/search/reference.py:decompress_rows run on fp16 inputs is the spec.

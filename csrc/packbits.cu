@@ -1,4 +1,4 @@
-// GPU bit packing for residual compression (upstream §5.2 step 3): eight
+// GPU bit packing for residual compression (upstream's compress step): eight
 // consecutive 0/1 bytes become one byte, the first of them in the most
 // significant position (numpy.packbits' default order).
 #include <ATen/ATen.h>

@@ -1,4 +1,4 @@
-"""colbert-tap compare (issue 4), on tap folders and index folders the tests build with torch.save."""
+"""colbert-tap compare, on tap folders and index folders the tests build with torch.save."""
 
 from __future__ import annotations
 

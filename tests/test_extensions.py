@@ -1,7 +1,7 @@
 """The search kernels (colbert.search.extensions) against their pure-torch
 definitions (colbert.search.reference), and the references against naive
-loops written straight from the spec (/work/shared/spec/upstream-colbert.md
-§5.2, §5.3, §6.3, §6.4).
+loops written straight from upstream's described behaviour (residual bit
+packing, decompression, strided lookup, PLAID pruning).
 
 The compiled CPU module is required: if it cannot be built these tests fail,
 unless COLBERT_EXTENSIONS=off is set, in which case only the native-path tests
@@ -152,7 +152,7 @@ def test_segmented_lookup(impl, dtype, name, inner):
 
 
 def naive_pack(buckets, nbits):
-    """§5.2: bits LSB-first per dimension, packed 8 per byte MSB-first."""
+    """Upstream's packing: bits LSB-first per dimension, packed 8 per byte MSB-first."""
     rows = []
     for row in buckets.tolist():
         bits = [(b >> j) & 1 for b in row for j in range(nbits)]
@@ -225,7 +225,7 @@ def test_decompress_rows_fp16_reference_rounds_once():
 
 
 def naive_filter_pids(pids, S, codes, doclens, offsets, keep, ndocs):
-    """Straight from §6.4 stages 2/3, with Python loops."""
+    """Straight from PLAID's pruning stages 2/3, with Python loops."""
     def score(pid, use_keep):
         best = [-9999.0] * S.size(1)
         start = int(offsets[pid])

@@ -137,6 +137,7 @@ def test_search_tap_without_env_binds_nothing(searcher, clean_env, tmp_path):
 
 
 def test_compare_finds_the_first_search_stage_that_differs(saved, tmp_path, capsys):
+    import hashlib
     import json
 
     from colbert.compare import main
@@ -155,6 +156,11 @@ def test_compare_finds_the_first_search_stage_that_differs(saved, tmp_path, caps
     torch.save(pids.flip(0).contiguous(), changed / "filtered_pids_q4.pt")
     scores = load(folder, "exact_scores_q4.pt")
     torch.save(scores.flip(0).contiguous(), changed / "exact_scores_q4.pt")
+    # as if another run had written them: compare checks each file against its manifest's sha256
+    manifest = json.loads((changed / "manifest.json").read_text())
+    for name in ("filtered_pids_q4.pt", "exact_scores_q4.pt"):
+        manifest["artifacts"][name]["sha256"] = hashlib.sha256((changed / name).read_bytes()).hexdigest()
+    (changed / "manifest.json").write_text(json.dumps(manifest))
     assert main([folder, str(changed), "--format", "json"]) == 1
     rep = json.loads(capsys.readouterr().out)
     assert rep["first_divergence"] == "filtered_pids"

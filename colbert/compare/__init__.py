@@ -1,4 +1,4 @@
-"""`colbert-tap compare`: stage-by-stage comparison of two indexing runs (issue 4). See docs/compare.md."""
+"""`colbert-tap compare`: stage-by-stage comparison of two indexing runs. See docs/compare.md."""
 
 from colbert.compare.cli import add_arguments, main, run
 from colbert.compare.engine import Options, compare_runs

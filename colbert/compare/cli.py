@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         if report.layers:
             try:
+                Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
                 plot_layers(report.layers, args.plot, f"{Path(args.a).name} vs {Path(args.b).name}")
             except Exception as e:  # the comparison itself is still worth printing
                 print(f"colbert-tap compare: cannot draw {args.plot}: {e}", file=sys.stderr)
@@ -72,7 +73,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("colbert-tap compare: no encoder layer captures to plot", file=sys.stderr)
     if args.output:
-        Path(args.output).write_text(render(report, args.format), encoding="utf-8")
+        from colbert.utils.io import atomic_write_text
+
+        try:
+            # parents are created, as `search --out` does
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.output, render(report, args.format))
+        except OSError as e:
+            print(f"colbert-tap compare: error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+            return 2
     elif args.format == "table":
         print_table(report)
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 from dataclasses import dataclass, field
@@ -13,8 +12,8 @@ import torch
 
 from colbert.compare.layers import aggregate_layers
 from colbert.compare.layout import Artifact, RunLayout, pair_artifacts, scan_run
-from colbert.compare.loading import (LoadError, describe_type, is_number, is_number_seq, leaf_dtype, leaf_kind,
-                                     leaf_shape, leaves, load_artifact, load_json)
+from colbert.compare.loading import (IntegrityError, LoadError, describe_type, file_sha256, is_number, is_number_seq,
+                                     leaf_dtype, leaf_kind, leaf_shape, leaves, load_artifact, load_json, verify)
 from colbert.compare.numeric import DEFAULT_CHUNK_ELEMS, compare_tensors
 from colbert.compare.report import DIFFERS, DOWNSTREAM_TEXT, ERROR, MATCH, ONLY_A, ONLY_B, Report, Row
 from colbert.compare.semantic import (Semantic, compare_codes, compare_ivf_sets, compare_json, compare_number_lists,
@@ -133,11 +132,18 @@ def _size(art: Artifact | None) -> int:
 def compare_runs(a: str | Path, b: str | Path, options: Options | None = None) -> Report:
     opts = options or Options()
     la, lb = scan_run(a), scan_run(b)
+    for label, layout in (("A", la), ("B", lb)):
+        if not _comparable(layout):
+            # two empty or mistyped folders would otherwise read "0/0 match" and pass a CI check
+            raise ValueError(f"{label}: {layout.root} holds nothing to compare (no tap artifacts, no index files)")
     side_a, side_b = _Side(la, "A", opts.nbits), _Side(lb, "B", opts.nbits)
     pairs = pair_artifacts(la, lb)
     if opts.stages:
         chosen = match_stages(opts.stages)
         pairs = [p for p in pairs if (p[0] or p[1]).stage in chosen]
+        if not pairs:
+            raise ValueError(f"--stages {opts.stages}: neither {la.root} nor {lb.root} holds an artifact of "
+                             f"{', '.join(sorted(chosen))}")
     progress = _Progress(sum(_size(x) + _size(y) for x, y in pairs), opts.progress)
     rows: list[Row] = []
     try:
@@ -148,13 +154,24 @@ def compare_runs(a: str | Path, b: str | Path, options: Options | None = None) -
             progress.finish()
     finally:
         progress.close()
+    for label, layout in (("A", la), ("B", lb)):
+        for err in layout.errors:
+            rows.insert(0, Row(name=f"{label}: manifest", key=f"manifest-{label}", stage=None, status=ERROR,
+                               error=err, verdicts={p.name: None for p in opts.profiles}))
     report = Report(str(a), str(b), [_profile_json(p) for p in opts.profiles], rows,
                     versions={"A": _versions(la), "B": _versions(lb)})
+    report.notes.extend(f"{label}: {n}" for label, layout in (("A", la), ("B", lb)) for n in layout.notes)
     _mark_downstream(report)
     _add_notes(report)
     if opts.layers:
         report.layers = aggregate_layers(rows, [p.name for p in opts.profiles])
     return report
+
+
+def _comparable(layout: RunLayout) -> bool:
+    """Whether a folder holds anything of a run (a .pt or .json artifact, an index file), not just
+    unrelated files."""
+    return bool(layout.errors) or any(a.kind != "file" for a in layout.artifacts)
 
 
 def _profile_json(p: Profile) -> dict:
@@ -276,6 +293,8 @@ def _one_sided(art: Artifact, art_a: Artifact | None, art_b: Artifact | None, si
                 _describe(row, lv[0][1], letter)
             else:
                 row.kind = describe_type(v)
+        except IntegrityError as e:
+            row.status, row.error = ERROR, str(e)
         except LoadError as e:
             row.notes.append(str(e))
     return row
@@ -416,19 +435,17 @@ def _file_row(art: Artifact, art_a: Artifact, art_b: Artifact, opts: Options) ->
     row.kind = "file"
     row.shape_a, row.shape_b = leaf_shape(art_a.path), leaf_shape(art_b.path)
     try:
-        ha, hb = _sha256(art_a.path), _sha256(art_b.path)
+        verify(art_a)
+        verify(art_b)
+        ha, hb = file_sha256(art_a.path), file_sha256(art_b.path)
     except OSError as e:
         row.status, row.error = ERROR, f"cannot read {e.filename}: {e.strerror}"
+        row.verdicts = {p.name: None for p in opts.profiles}
+        return row
+    except LoadError as e:
+        row.status, row.error = ERROR, str(e)
         row.verdicts = {p.name: None for p in opts.profiles}
         return row
     _set_verdicts(row, opts, ha == hb)
     row.semantic = "same bytes" if ha == hb else "bytes differ"
     return row
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

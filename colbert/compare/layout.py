@@ -15,7 +15,7 @@ from pathlib import Path
 
 from colbert.tap.stages import STAGES, artifact_filename, stage_index
 
-# Names used in the maintainer's hand-made taps (spec §7) for stages the registry names differently.
+# Names used in the maintainer's hand-made taps (torch.save lines added to upstream) for stages the registry names differently.
 ALIASES = {"sampled_pids": "sample_pids"}
 
 INDEX_MARKERS = ("plan.json", "metadata.json", "ivf.pid.pt", "buckets.pt")
@@ -33,6 +33,7 @@ class Artifact:
     element: int | None = None  # index files that hold a tuple: which element is this stage
     ctx: dict = field(default_factory=dict)  # rank, chunk, site, group, batch, layer
     rel: str = ""  # path relative to the run root, for display
+    sha256: str | None = None  # what the run's manifest recorded for the file ("" if nothing); None: no manifest
 
     @property
     def display(self) -> str:
@@ -138,8 +139,29 @@ def _index_artifacts(path: Path, rel: str) -> list[Artifact] | None:
     return None
 
 
+def index_markers(folder: str | Path) -> list[str]:
+    """The files that make `folder` an index folder (empty if none)."""
+    folder = Path(folder)
+    return [m for m in INDEX_MARKERS if (folder / m).exists()] + sorted(p.name for p in folder.glob("*.codes.pt"))
+
+
 def looks_like_index(folder: Path) -> bool:
-    return any((folder / m).exists() for m in INDEX_MARKERS) or any(folder.glob("*.codes.pt"))
+    return bool(index_markers(folder))
+
+
+def _run_manifest(folder: Path) -> tuple[dict | None, str | None]:
+    """(manifest, error) of a tap folder written by a save; (None, None) when it has no manifest."""
+    from colbert.tap.manifest import MANIFEST, load_manifest
+
+    if not (folder / MANIFEST).is_file() and not any(folder.glob("manifest.rank*.json")):
+        return None, None
+    try:
+        m = load_manifest(str(folder))
+    except Exception as e:  # noqa: BLE001 - reported as an error row, the comparison goes on
+        return None, f"cannot read the manifest of {folder}: {type(e).__name__}: {e}"
+    if not isinstance(m, dict) or not isinstance(m.get("artifacts"), dict):
+        return None, f"the manifest of {folder} has no artifacts table"
+    return m, None
 
 
 @dataclass
@@ -148,6 +170,8 @@ class RunLayout:
     artifacts: list[Artifact]
     is_index: bool
     has_tap: bool
+    notes: list[str] = field(default_factory=list)  # what the report should say about this folder
+    errors: list[str] = field(default_factory=list)  # e.g. an unreadable manifest
 
     def by_key(self) -> dict[str, list[Artifact]]:
         out: dict[str, list[Artifact]] = {}
@@ -179,23 +203,67 @@ def scan_run(root: str | Path) -> RunLayout:
     artifacts: list[Artifact] = []
     seen_keys: set[tuple[str, str]] = set()
     has_tap = False
+    notes: list[str] = []
+    errors: list[str] = []
     for folder in folders:
         in_tap_dir = folder != root
-        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        manifest, error = (None, None) if (is_index and not in_tap_dir) else _run_manifest(folder)
+        if error:
+            errors.append(error)
+        expected: dict[str, str | None] = {}
+        if manifest is not None:
+            # A saved run is what its manifest lists: files an earlier save left behind, or a second
+            # save mixed in, are not this run's and must not be paired as if they were.
+            expected = _listed_files(manifest["artifacts"])
+            listed = {n for n in expected if "/" not in n and n not in (".", "..")}
+            unlisted = [p.name for p in files if p.name not in listed and not _manifest_file(p.name)
+                        and not p.name.startswith(".")]
+            if unlisted:
+                rel_folder = "" if folder == root else f"{folder.name}/"
+                more = f" (+{len(unlisted) - 5} more)" if len(unlisted) > 5 else ""
+                notes.append(f"{root}: {len(unlisted)} file(s) in {rel_folder or './'} not listed in its manifest "
+                             f"were ignored: {', '.join(rel_folder + n for n in unlisted[:5])}{more}")
+            present = {p.name for p in files}
+            files = [p for p in files if p.name in listed or _manifest_file(p.name)]
+            files += [folder / n for n in sorted(listed - present)]  # listed but gone: an error row
+            status = manifest.get("status")
+            if status not in (None, "complete"):
+                notes.append(f"{folder}: the run's manifest says {status!r} (the run did not finish)")
+        for path in files:
             rel = str(path.relative_to(root))
             found = _classify(path, rel, in_tap_dir, is_index)
             for art in found:
+                if path.name in expected:
+                    art.sha256 = expected[path.name] or ""
                 if (art.key, art.source) in seen_keys:  # e.g. the same tap file at the root and in tap/
                     art.key = f"{folder.name}/{art.key}"
                 seen_keys.add((art.key, art.source))
                 has_tap = has_tap or art.source == "tap"
                 artifacts.append(art)
     artifacts.sort(key=Artifact.order)
-    return RunLayout(root, artifacts, is_index, has_tap)
+    return RunLayout(root, artifacts, is_index, has_tap, notes, errors)
+
+
+def _listed_files(entries: dict) -> dict[str, str]:
+    """file name -> recorded sha256 ("" when the entry records none a reader could check)."""
+    out = {}
+    for key, e in entries.items():
+        e = e if isinstance(e, dict) else {}
+        name = e.get("file") if isinstance(e.get("file"), str) else key
+        sha = e.get("sha256")
+        out[str(name)] = sha.lower() if isinstance(sha, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha) else ""
+    return out
+
+
+def _manifest_file(name: str) -> bool:
+    return name == "manifest.json" or re.fullmatch(r"manifest\.rank\d+\.json", name) is not None
 
 
 def _classify(path: Path, rel: str, in_tap_dir: bool, is_index: bool) -> list[Artifact]:
     name = path.name
+    if name.startswith("."):  # lock files, temp files of unfinished writes: never a run's artifact
+        return []
     if not in_tap_dir and is_index:
         idx = _index_artifacts(path, rel)
         if idx is not None:
@@ -216,8 +284,6 @@ def _classify(path: Path, rel: str, in_tap_dir: bool, is_index: bool) -> list[Ar
             return idx
         return [Artifact(name, path, "index" if is_index and not in_tap_dir else "tap", "json", None, None,
                          _json_ctx(name), rel)]
-    if name.startswith("."):
-        return []
     return [Artifact(name, path, "other", "file", None, None, {}, rel)]
 
 

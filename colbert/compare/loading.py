@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import numbers
 from pathlib import Path
@@ -34,6 +35,36 @@ def load_pt(path: Path) -> Any:
             raise LoadError(f"cannot load {path}: {type(second).__name__}: {msg}") from first
 
 
+class IntegrityError(LoadError):
+    """A file the run's manifest lists is missing, or its bytes are not the ones the run wrote."""
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(art) -> None:
+    """Check a manifest-listed file against the sha256 the run recorded for it."""
+    expected = getattr(art, "sha256", None)
+    if expected is None:
+        return
+    if not art.path.exists():
+        raise IntegrityError(f"{art.path}: listed in the run's manifest but missing")
+    if not expected:
+        return
+    try:
+        got = file_sha256(art.path)
+    except OSError as e:
+        raise LoadError(f"cannot read {art.path}: {e.strerror or e}") from None
+    if got != expected:
+        raise IntegrityError(f"{art.path}: sha256 {got[:12]}... is not the {expected[:12]}... its manifest records "
+                             "(the file was changed or replaced after the run wrote it)")
+
+
 def load_json(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
@@ -43,6 +74,7 @@ def load_json(path: Path) -> Any:
 
 
 def load_artifact(art) -> Any:
+    verify(art)
     if art.kind in ("json", "doclens"):
         return load_json(art.path)
     if art.kind == "file":

@@ -126,7 +126,7 @@ def _segment_keys(ivf: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tenso
 def unpack_buckets(packed: torch.Tensor, nbits: int) -> torch.Tensor:
     """(rows, dim*nbits/8) uint8 -> (rows, dim) bucket indices.
 
-    Upstream's layout (spec §5.2): bits of each bucket least-significant first, packed 8 to a byte
+    Upstream's layout: bits of each bucket least-significant first, packed 8 to a byte
     with the first bit in the most significant position.
     """
     rows, nbytes = packed.shape

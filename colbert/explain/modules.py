@@ -117,8 +117,10 @@ def first_module_divergence(a: dict, b: dict) -> dict | None:
                 return {"batch": batch, "position": position, **_call(ca), "inputs_match": None,
                         "note": "B's encoder has no such module call"}
             if ca["out"] != cb["out"]:
-                return {"batch": batch, "position": position, **_call(ca), "inputs_match": ca["in"] == cb["in"],
-                        "calls_before": position}
+                # keyword inputs are only seen on torch >= 2.0; compared where both sides saw them
+                kw_match = ca.get("kw") == cb.get("kw") if ca.get("kw") is not None and cb.get("kw") is not None else True
+                return {"batch": batch, "position": position, **_call(ca),
+                        "inputs_match": ca["in"] == cb["in"] and kw_match, "calls_before": position}
     return None
 
 

@@ -106,6 +106,20 @@ def load_batches(spec: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return out[: spec.get("max_batches") or None]
 
 
+def _with_kwargs() -> bool:
+    """torch >= 2.0 hooks can see keyword arguments (transformers passes attention masks that way)."""
+    import inspect
+
+    return "with_kwargs" in inspect.signature(nn.Module.register_forward_hook).parameters
+
+
+def add_hook(module: nn.Module, fn):
+    """fn(module, args, kwargs, output) as a forward hook; kwargs is {} where torch cannot show them."""
+    if _with_kwargs():
+        return module.register_forward_hook(fn, with_kwargs=True)
+    return module.register_forward_hook(lambda m, args, output: fn(m, args, {}, output))
+
+
 class CallRecorder:
     """Forward hooks on every module: one record per call, in completion order."""
 
@@ -114,17 +128,19 @@ class CallRecorder:
         self.kept: dict[str, torch.Tensor] = {}
         self.keep = keep
         self._count: dict[str, int] = {}
-        self._handles = [m.register_forward_hook(self._hook(name, m)) for name, m in root.named_modules()]
+        self._handles = [add_hook(m, self._hook(name, m)) for name, m in root.named_modules()]
 
     def _hook(self, name: str, module: nn.Module):
         leaf = not any(True for _ in module.children())
 
-        def hook(mod, inputs, output):
+        def hook(mod, inputs, kwargs, output):
             n = self._count.get(name, 0)
             self._count[name] = n + 1
             outs = tensors_of(output)
             self.calls.append({"name": name, "call": n, "cls": type(mod).__name__, "leaf": leaf,
                                "in": [tensor_digest(t) for t in tensors_of(inputs)],
+                               "kw": {k: [tensor_digest(t) for t in tensors_of(v)] for k, v in kwargs.items()
+                                      if tensors_of(v)} if kwargs else None,
                                "out": [tensor_digest(t) for t in outs],
                                "shapes": [list(t.shape) for t in tensors_of(inputs)]})
             if name in self.keep and outs:
@@ -151,15 +167,18 @@ def cmd_digests(spec: dict) -> dict:
 
 
 # -- one module, below: its inputs, shapes and ops -----------------------------------------------------
-def find_call(enc: DocEncoder, batch, name: str, call: int) -> tuple[tuple, Any]:
-    """(positional inputs, output) of the call-th call of module `name` while encoding batch."""
+def find_call(enc: DocEncoder, batch, name: str, call: int) -> tuple[tuple, dict, Any]:
+    """(positional inputs, keyword inputs, output) of the call-th call of module `name` encoding batch."""
     module = dict(enc.named_modules())[name]
     seen: list = []
 
-    def hook(mod, inputs, output):
-        seen.append((tuple(x.detach().clone() if isinstance(x, torch.Tensor) else x for x in inputs), output))
+    def copy(x):
+        return x.detach().clone() if isinstance(x, torch.Tensor) else x
 
-    h = module.register_forward_hook(hook)
+    def hook(mod, inputs, kwargs, output):
+        seen.append((tuple(copy(x) for x in inputs), {k: copy(v) for k, v in kwargs.items()}, output))
+
+    h = add_hook(module, hook)
     try:
         with torch.no_grad():
             enc(*batch)
@@ -249,7 +268,7 @@ def describe_arg(v: Any) -> str:
     return repr(v)
 
 
-def trace_own_ops(module: nn.Module, inputs: tuple) -> tuple[list[dict], Any]:
+def trace_own_ops(module: nn.Module, inputs: tuple, kwargs: dict | None = None) -> tuple[list[dict], Any]:
     """Every aten op `module` runs itself on `inputs` (not those of its child modules), with packed args."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -271,7 +290,7 @@ def trace_own_ops(module: nn.Module, inputs: tuple) -> tuple[list[dict], Any]:
 
     try:
         with torch.no_grad(), Recorder():
-            output = module(*inputs)
+            output = module(*inputs, **(kwargs or {}))
     finally:
         for h in handles:
             h.remove()
@@ -290,7 +309,7 @@ def cmd_detail(spec: dict) -> dict:
     enc = load_encoder(spec)
     batch = load_batches(spec)[spec["batch"]]
     name, call = spec["module"], spec["call"]
-    inputs, output = find_call(enc, batch, name, call)
+    inputs, kwargs, output = find_call(enc, batch, name, call)
     module = dict(enc.named_modules())[name]
     keep = set(layer_names(enc))
     rec = CallRecorder(enc, keep=keep)
@@ -299,18 +318,18 @@ def cmd_detail(spec: dict) -> dict:
     rec.close()
     variants = []
     tensor_inputs = [x for x in inputs if isinstance(x, torch.Tensor)]
-    if len(inputs) == 1 and tensor_inputs and tensor_inputs[0].is_floating_point():
+    if len(inputs) == 1 and not kwargs and tensor_inputs and tensor_inputs[0].is_floating_point():
         with torch.no_grad():
             for label, x in shape_variants(tensor_inputs[0]):
                 variants.append({"label": label, "shape": list(x.shape),
                                  "digest": [tensor_digest(t) for t in tensors_of(module(x))]})
     try:
-        ops, _ = trace_own_ops(module, inputs)
+        ops, _ = trace_own_ops(module, inputs, kwargs)
         ops_error = None
     except Exception as e:  # an op the dispatch mode cannot record on this torch: say so, go on
         ops, ops_error = [], f"{type(e).__name__}: {e}"
     return {"torch": str(torch.__version__), "module": name, "call": call, "cls": type(module).__name__,
-            "inputs": pack(list(inputs)), "output": pack(tensors_of(output)), "layers": rec.kept,
+            "inputs": pack(list(inputs)), "kwargs": pack(kwargs), "output": pack(tensors_of(output)), "layers": rec.kept,
             "variants": variants, "ops": ops, "ops_error": ops_error}
 
 
@@ -321,14 +340,19 @@ def cmd_check(spec: dict) -> dict:
     enc = load_encoder(spec)
     batch = load_batches(spec)[spec["batch"]]
     module = dict(enc.named_modules())[a["module"]]
-    inputs = tuple(unpack(a["inputs"]))
-    with torch.no_grad():
-        own = tensors_of(module(*inputs))
     a_out = unpack(a["output"])
-    same_inputs = {"equal": all(bits_equal(x, y) for x, y in zip(own, a_out)) and len(own) == len(a_out),
-                   "max_abs": max((max_abs(x, y) or 0.0) for x, y in zip(own, a_out)) if own else None,
-                   "n_unequal": sum((n_unequal(x, y) or 0) for x, y in zip(own, a_out)),
-                   "numel": sum(t.numel() for t in own), "shape": [list(t.shape) for t in own]}
+    try:
+        inputs, kwargs = tuple(unpack(a["inputs"])), unpack(a["kwargs"])
+        with torch.no_grad():
+            own = tensors_of(module(*inputs, **kwargs))
+        same_inputs = {"equal": all(bits_equal(x, y) for x, y in zip(own, a_out)) and len(own) == len(a_out),
+                       "max_abs": max((max_abs(x, y) or 0.0) for x, y in zip(own, a_out)) if own else None,
+                       "n_unequal": sum((n_unequal(x, y) or 0) for x, y in zip(own, a_out)),
+                       "numel": sum(t.numel() for t in own), "shape": [list(t.shape) for t in own]}
+    except Exception as e:  # an input that cannot be rebuilt here: reported, the other levels go on
+        inputs, kwargs = (), {}
+        same_inputs = {"equal": None, "error": f"{type(e).__name__}: {e}", "max_abs": None, "n_unequal": None,
+                       "numel": None}
     rec = CallRecorder(enc, keep=set(a["layers"] and {k.split("#")[0] for k in a["layers"]}))
     with torch.no_grad():
         enc(*batch)
@@ -342,7 +366,7 @@ def cmd_check(spec: dict) -> dict:
                        "mean_abs": None if t_b is None or t_a.shape != t_b.shape else float((t_a.double() - t_b.double()).abs().mean()),
                        "n_unequal": None if t_b is None else n_unequal(t_a, t_b), "numel": t_a.numel()})
     variants = []
-    x0 = [x for x in inputs if isinstance(x, torch.Tensor)]
+    x0 = [x for x in inputs if isinstance(x, torch.Tensor)] if same_inputs["equal"] is not None else []
     if a["variants"] and x0:
         mine = {label: x for label, x in shape_variants(x0[0])}
         with torch.no_grad():
@@ -363,9 +387,9 @@ def cmd_check(spec: dict) -> dict:
             entry.update(equal=None, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         ops.append(entry)
     try:
-        own_ops, _ = trace_own_ops(module, inputs)
-        own_sequence = [o["op"] for o in own_ops]
-    except Exception as e:
+        own_ops, _ = trace_own_ops(module, inputs, kwargs) if same_inputs["equal"] is not None else ([], None)
+        own_sequence = [o["op"] for o in own_ops] if same_inputs["equal"] is not None else None
+    except Exception:  # B's own sequence is a comparison aid; the replayed ops above are the finding
         own_sequence = None
     return {"torch": str(torch.__version__), "module": a["module"], "call": a["call"], "cls": a["cls"],
             "torch_a": a["torch"], "same_inputs": same_inputs, "layers": layers, "variants": variants, "ops": ops,

@@ -31,7 +31,9 @@ def _module_text(ex: Explanation) -> list[str]:
            + (", ".join(map(str, m["batches_differing"])) or "none") + "."]
     out.append(m["summary"][0].upper() + m["summary"][1:] + ".")
     same = m.get("same_inputs")
-    if same is not None:
+    if same is not None and same.get("error"):
+        out.append(f"That module could not be re-run in B on A's recorded inputs: {same['error']}.")
+    elif same is not None:
         out.append(f"Re-run in B on A's recorded inputs, that module's output is "
                    + ("bit-identical (the difference needs more than its inputs)" if same["equal"] else
                       f"different in {same['n_unequal']:,} of {same['numel']:,} elements (max |a−b| "

@@ -16,6 +16,7 @@ from colbert.indexing.codecs.residual_codec import ResidualCodec, ResidualEmbedd
 from colbert.indexing.codecs.residual_stats import compute_residual_stats
 from colbert.indexing.collection import Collection
 from colbert.indexing.collection_encoder import CollectionEncoder
+from colbert.indexing.fingerprint import collection_fingerprint, remove_fingerprint, write_fingerprint
 from colbert.indexing.ivf import build_ivf, optimize_ivf, read_all_doclens, save_ivf
 from colbert.indexing.kmeans import resolve_backend, train_kmeans
 from colbert.indexing.plan import estimate_plan, float32_mean
@@ -71,13 +72,17 @@ def index_collection(config, collection, progress=None) -> str:
 
 def setup(config, collection, encoder, index_path) -> Plan:
     rank, nranks = config.rank, config.nranks
-    if config.resume and os.path.exists(os.path.join(index_path, "plan.json")):
+    # The stored plan is enough only once the codec exists: a run killed before then (in k-means)
+    # has no sample left to train on, so setup runs again; it draws the same sample (the launcher
+    # seeds every run alike) and so writes the plan.json and index a fresh run would.
+    if (config.resume and os.path.exists(os.path.join(index_path, "plan.json"))
+            and _can_resume_codec(config, index_path)):
         with open(os.path.join(index_path, "plan.json")) as f:
             p = ujson.load(f)
         encoder.sample = None
         return Plan(p["num_chunks"], p["num_partitions"], p["num_embeddings_est"], p["avg_doclen_est"])
 
-    num_passages = tap("num_passages", len(collection))
+    num_passages = tap("num_passages", len(collection), collection_size=len(collection))
     sampled = sample_pids(num_passages)
     local = local_sample(collection, sampled, rank, nranks)
     # COLBERT_ENCODE_ONCE=0 turns reuse off (to time or check it; the index is the same either way).
@@ -109,6 +114,7 @@ def setup(config, collection, encoder, index_path) -> Plan:
                  f"(avg_doclen_est={avg_doclen_est:.2f}) -> {num_partitions:,} centroids, {num_chunks} chunk(s).")
     plan = Plan(num_chunks, num_partitions, num_embeddings_est, avg_doclen_est)
     if rank == 0:
+        write_fingerprint(index_path, collection_fingerprint(collection))  # what a resume must match
         write_json_pretty(os.path.join(index_path, "plan.json"), {
             "config": config.export(), "num_chunks": num_chunks, "num_partitions": num_partitions,
             "num_embeddings_est": num_embeddings_est, "avg_doclen_est": avg_doclen_est})
@@ -169,9 +175,10 @@ def index_chunks(config, collection, encoder, index_path, plan: Plan) -> None:
         embs, doclens = encoder.encode_passages(passages, site=f"chunk{chunk_idx}",
                                                 pids=range(offset, offset + len(passages)))
         embs = tap("embs", embs.half(), chunk=chunk_idx, rank=rank, nranks=nranks)
-        doclens = tap("doclens", doclens, chunk=chunk_idx, rank=rank, nranks=nranks)
+        doclens = tap("doclens", doclens, chunk=chunk_idx, rank=rank, nranks=nranks, num_embeddings=embs.size(0))
         compressed = codec.compress(embs)
-        codes = tap("codes", compressed.codes, chunk=chunk_idx, rank=rank, nranks=nranks)
+        codes = tap("codes", compressed.codes, chunk=chunk_idx, rank=rank, nranks=nranks,
+                    num_partitions=codec.centroids.size(0))
         residuals = tap("residuals", compressed.residuals, chunk=chunk_idx, rank=rank, nranks=nranks)
         ResidualEmbeddings(codes, residuals).save(os.path.join(index_path, str(chunk_idx)))
         write_json_compact(os.path.join(index_path, f"doclens.{chunk_idx}.json"), doclens)
@@ -204,5 +211,6 @@ def finalize(config, collection, index_path, plan: Plan) -> None:
     write_json_pretty(os.path.join(index_path, "metadata.json"), {
         "config": config.export(), "num_chunks": plan.num_chunks, "num_partitions": plan.num_partitions,
         "num_embeddings": num_embeddings, "avg_doclen": num_embeddings / len(collection)})
+    remove_fingerprint(index_path)  # a finished folder holds exactly colbert-ai's files
     _log(config, f"#> Index complete: {len(collection):,} passages, {num_embeddings:,} embeddings, "
                  f"{plan.num_partitions:,} centroids -> {index_path}")

@@ -14,14 +14,14 @@ from colbert.utils.io import atomic_torch_save
 
 def build_ivf(chunk_codes: list[torch.Tensor], num_partitions: int):
     codes = torch.cat([c.long() for c in chunk_codes]) if chunk_codes else torch.zeros(0, dtype=torch.long)
-    codes = tap("presort_codes", codes)
+    codes = tap("presort_codes", codes, num_partitions=num_partitions)
     values, ivf = codes.sort()
-    values = tap("values", values)
-    ivf = tap("ivf", ivf)
+    values = tap("values", values, num_partitions=num_partitions)
+    ivf = tap("ivf", ivf, num_embeddings=codes.numel())
     ivf_lengths = torch.bincount(values, minlength=num_partitions)
     if ivf_lengths.size(0) != num_partitions:
         raise ValueError(f"ivf: codes reach centroid {ivf_lengths.size(0) - 1}, but the index has {num_partitions}")
-    ivf_lengths = tap("ivf_lengths", ivf_lengths)
+    ivf_lengths = tap("ivf_lengths", ivf_lengths, num_embeddings=codes.numel())
     return ivf, ivf_lengths
 
 
@@ -55,8 +55,8 @@ def optimize_ivf(ivf: torch.Tensor, ivf_lengths: torch.Tensor, all_doclens: list
     max_stride = int(pid_lengths.max().item()) if num_partitions else 0
     if int(offsets[-2].item()) + max_stride > pid_ivf.size(0):
         pid_ivf = torch.cat((pid_ivf, torch.zeros(max_stride, dtype=torch.int32)))
-    pid_ivf = tap("pid_ivf", pid_ivf)
-    pid_lengths = tap("pid_ivf_lengths", pid_lengths)
+    pid_ivf = tap("pid_ivf", pid_ivf, num_passages=num_passages)
+    pid_lengths = tap("pid_ivf_lengths", pid_lengths, num_passages=num_passages)
     return pid_ivf, pid_lengths
 
 

@@ -17,7 +17,7 @@ def sample_pids(num_passages: int) -> set[int]:
     launcher); every passage is sampled when N <= 30,720."""
     num_samples = min(1 + int(16 * np.sqrt(TYPICAL_DOCLEN * num_passages)), num_passages)
     sampled = set(random.sample(range(num_passages), num_samples))
-    return tap("sample_pids", sampled)
+    return tap("sample_pids", sampled, num_passages=num_passages)
 
 
 def local_sample(collection, sampled_pids: set[int], rank: int, nranks: int) -> list[tuple[int, str]]:
@@ -29,7 +29,8 @@ def encode_sample(encoder, sample: list[tuple[int, str]], rank: int, nranks: int
     pids = [pid for pid, _ in sample]
     embs, doclens = encoder.encode_passages([p for _, p in sample], site="sample", pids=pids)
     embs = tap("local_sample_embs", embs, rank=rank, nranks=nranks)
-    doclens = tap("local_sample_doclens", doclens, rank=rank, nranks=nranks)
+    doclens = tap("local_sample_doclens", doclens, rank=rank, nranks=nranks,
+                  num_embeddings=embs.size(0) if embs is not None else None)
     return embs, doclens
 
 

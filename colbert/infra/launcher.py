@@ -49,9 +49,19 @@ def launch(entry, configs: list, *args):
         p.start()
         procs.append(p)
     results = {}
-    for _ in procs:
-        rank, ok, value = result_queue.get()
-        results[rank] = (ok, value)
+    try:
+        for _ in procs:
+            rank, ok, value = result_queue.get()
+            results[rank] = (ok, value)
+    except BaseException:
+        # Ctrl-C or SIGTERM in the parent: stop the ranks too (each marks its tap manifest failed),
+        # or they would go on writing an index that the parent no longer holds the lock of
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=30)
+        raise
     for p in procs:
         p.join()
     for rank in sorted(results):

@@ -12,6 +12,7 @@ import contextlib
 import torch
 from tqdm import tqdm
 
+from colbert.infra.validation import check_bsize
 from colbert.modeling.colbert import ColBERT
 from colbert.modeling.tokenization import DocTokenizer, QueryTokenizer
 from colbert.tap import tap, tap_wants
@@ -43,6 +44,7 @@ class Checkpoint(ColBERT):
             return D
 
     def queryFromText(self, queries, bsize=None, to_cpu=False, context=None, full_length_search=False):
+        check_bsize(bsize)
         if bsize:
             batches = self.query_tokenizer.tensorize(queries, context=context, bsize=bsize,
                                                      full_length_search=full_length_search)
@@ -54,6 +56,7 @@ class Checkpoint(ColBERT):
     def docFromText(self, docs, bsize=None, keep_dims=True, to_cpu=False, showprogress=False, return_tokens=False,
                     pool_factor=1, protected_tokens=0, clustering_mode: str = "hierarchical", tap_ctx=None):
         assert keep_dims in [True, False, "flatten"]
+        check_bsize(bsize)  # a negative one would make no batches and fail far from here
         docs = list(docs)
         if not bsize:
             ids, mask = self.doc_tokenizer.tensorize(docs)

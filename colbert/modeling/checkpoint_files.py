@@ -7,6 +7,7 @@ model works offline without HF_HUB_OFFLINE (upstream's hub probe can stall witho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -91,8 +92,14 @@ def read_config_json(directory: str, sub: str = "") -> dict:
     path = os.path.join(directory, sub, "config.json")
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"checkpoint config {path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"checkpoint config {path}: expected a JSON object, got {type(cfg).__name__}")
+    return cfg
 
 
 def load_state_dict(directory: str, sub: str = "") -> dict[str, torch.Tensor] | None:
@@ -184,10 +191,13 @@ def load_backbone(directory: str):
     from transformers import AutoModel
 
     with torch.random.fork_rng(devices=[]), quiet_transformers():
+        # the loading report is ours to check: quiet_transformers hides transformers' own warning
         try:
-            model = AutoModel.from_pretrained(directory, dtype=torch.float32)
+            model, info = AutoModel.from_pretrained(directory, dtype=torch.float32, output_loading_info=True)
         except TypeError:  # transformers < 4.56 spells it torch_dtype
-            model = AutoModel.from_pretrained(directory, torch_dtype=torch.float32)
+            model, info = AutoModel.from_pretrained(directory, torch_dtype=torch.float32, output_loading_info=True)
+    _raise_on_weight_mismatch(directory, model, info.get("missing_keys", ()), info.get("unexpected_keys", ()),
+                              [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())])
     return model
 
 
@@ -196,5 +206,162 @@ def load_tokenizer(name_or_path: str):
 
     if name_or_path is None:
         raise CheckpointError("config.checkpoint is not set; the tokenizer comes from the checkpoint")
+    directory = model_dir(name_or_path)
+    if is_local(name_or_path):  # a hub snapshot may not hold them yet; transformers fetches them
+        _check_tokenizer_files(directory, name_or_path)
     with quiet_transformers():
-        return AutoTokenizer.from_pretrained(model_dir(name_or_path))
+        try:
+            return AutoTokenizer.from_pretrained(directory)
+        except (OSError, ValueError, ImportError, KeyError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {name_or_path}: its tokenizer could not be loaded: "
+                                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+# -- validation of a checkpoint's files, before its model loads ---------------------------------
+# One of these is needed to build a tokenizer (tokenizer_config.json alone names a class, no vocabulary).
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
+                         "tokenizer.model")
+# ColBERT reads only the last hidden state: a missing pooler changes no output.
+UNUSED_MODULES = ("pooler",)
+
+
+def check_encoder(name_or_path):
+    """Checks what would otherwise fail (or silently go wrong) only once the model loads: config.json
+    parses and names an encoder-only architecture transformers knows, the tokenizer files are there,
+    and the stored weight names and shapes are the ones that architecture expects (else transformers
+    would initialise the missing ones at random). Returns the transformers config.
+
+    Reads file headers and key names only; builds the architecture on the meta device (no memory,
+    no random numbers).
+    """
+    check_checkpoint(name_or_path)
+    name_or_path = os.fspath(name_or_path)
+    directory = model_dir(name_or_path)
+    hf_config = _auto_config(directory, name_or_path)
+    if getattr(hf_config, "is_encoder_decoder", False):
+        raise CheckpointError(f"checkpoint {name_or_path}: config.json describes an encoder-decoder model "
+                              f"(model_type {hf_config.model_type!r}); ColBERT needs an encoder-only (BERT-family) "
+                              "model such as bert, roberta, xlm-roberta, electra, deberta-v2 or modernbert")
+    if is_local(name_or_path):  # a hub snapshot holds only the files fetched so far: loading checks those
+        _check_tokenizer_files(directory, name_or_path)
+    stored = _stored_shapes(directory)
+    if stored is not None:
+        from transformers import AutoModel
+
+        # torch < 2.0 has no device context: the architecture is then built on the CPU once
+        device = torch.device("meta") if hasattr(torch.device, "__enter__") else contextlib.nullcontext()
+        try:
+            with torch.random.fork_rng(devices=[]), device, quiet_transformers():
+                model = AutoModel.from_config(hf_config)
+        except Exception as e:  # noqa: BLE001 - an architecture that cannot be built on meta: load_backbone checks
+            logging.getLogger(__name__).debug("checkpoint %s: weight names not pre-checked (%s: %s)", name_or_path,
+                                              type(e).__name__, e)
+            return hf_config
+        missing, unexpected, mismatched = _compare_keys(model, stored)
+        _raise_on_weight_mismatch(directory, model, missing, unexpected, mismatched)
+    return hf_config
+
+
+def max_positions(hf_config) -> int | None:
+    value = getattr(hf_config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _auto_config(directory: str, name_or_path: str):
+    from transformers import AutoConfig
+
+    read_config_json(directory)  # a JSON error names the file, not transformers' internals
+    with quiet_transformers():
+        try:
+            return AutoConfig.from_pretrained(directory)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"checkpoint {name_or_path}: config.json {os.path.join(directory, 'config.json')} "
+                                  f"is not a transformers model config: {first}") from None
+
+
+def _check_tokenizer_files(directory: str, name_or_path: str) -> None:
+    if not os.path.isdir(directory) or any(os.path.isfile(os.path.join(directory, f)) for f in TOKENIZER_VOCAB_FILES):
+        return
+    raise CheckpointError(f"checkpoint {name_or_path}: no tokenizer files (expected one of "
+                          f"{', '.join(TOKENIZER_VOCAB_FILES)}); copy them from the model it was made from")
+
+
+def _stored_shapes(directory: str) -> dict[str, tuple[int, ...]] | None:
+    """Key -> shape of the main weights file, reading only safetensors headers; None without one."""
+    path = os.path.join(directory, "model.safetensors")
+    if os.path.isfile(path):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:  # noqa: BLE001 - any parse failure of the file is the same bad input
+            raise CheckpointError(f"checkpoint weights {path} cannot be read: {type(e).__name__}: {e}") from None
+    path = os.path.join(directory, "pytorch_model.bin")
+    if os.path.isfile(path):
+        return {k: tuple(v.shape) for k, v in (safe_load(path) or {}).items() if hasattr(v, "shape")}
+    return None
+
+
+def _legacy_name(key: str) -> str:
+    # transformers still renames TF-era LayerNorm names on load
+    if key.endswith(".gamma"):
+        return key[:-len("gamma")] + "weight"
+    if key.endswith(".beta"):
+        return key[:-len("beta")] + "bias"
+    return key
+
+
+def _compare_keys(model, stored: dict[str, tuple[int, ...]]) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, mismatched) as transformers' loader would report them for this model."""
+    import re
+
+    prefix = (getattr(model, "base_model_prefix", "") or "") + "."
+    names = {}
+    for key, shape in stored.items():
+        name = key[len(prefix):] if prefix != "." and key.startswith(prefix) else key
+        names[_legacy_name(name)] = (key, shape)
+    expected = dict(model.named_parameters())
+    ignore_missing = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_missing", None) or ())]
+    ignore_unexpected = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ())]
+    ignore_unexpected.append(re.compile(r"(^|\.)(position_ids|rotary_emb\.inv_freq)$"))
+    buffers = {n for n, _ in model.named_buffers()}
+    missing = [n for n in expected if n not in names and not any(r.search(n) for r in ignore_missing)]
+    unexpected = [key for n, (key, _) in names.items()
+                  if n not in expected and n not in buffers and not any(r.search(n) for r in ignore_unexpected)]
+    mismatched = [names[n][0] for n, p in expected.items() if n in names and tuple(p.shape) != names[n][1]]
+    return missing, unexpected, mismatched
+
+
+def _raise_on_weight_mismatch(directory: str, model, missing, unexpected, mismatched) -> None:
+    """Missing encoder weights would be initialised at random and unexpected ones dropped: an encoder
+    that is not the one saved. Heads (e.g. an MLM head) and the ColBERT projection are not encoder
+    weights; a missing pooler is harmless (ColBERT never reads it)."""
+    modules = {n for n, _ in model.named_children()}
+    prefix = (getattr(model, "base_model_prefix", "") or "") + "."
+
+    def top(key: str) -> str:
+        key = key[len(prefix):] if prefix != "." and key.startswith(prefix) else key
+        return key.split(".", 1)[0]
+
+    missing = sorted(k for k in missing if top(k) not in UNUSED_MODULES)
+    unexpected = sorted(k for k in unexpected if top(k) in modules and top(k) not in UNUSED_MODULES
+                        and _strip(k) not in PROJECTION_NAMES)
+    mismatched = sorted(mismatched)
+    if not (missing or unexpected or mismatched):
+        return
+
+    def some(keys):
+        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (transformers would initialise them at random): {some(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} not in the architecture: {some(unexpected)}")
+    if mismatched:
+        parts.append(f"{len(mismatched)} with another shape: {some(mismatched)}")
+    model_type = getattr(getattr(model, "config", None), "model_type", "?")
+    raise CheckpointError(f"checkpoint {directory}: its weights do not match its config.json (model_type "
+                          f"{model_type!r}, {type(model).__name__}); encoder weights " + "; ".join(parts))

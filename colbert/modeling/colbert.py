@@ -43,6 +43,9 @@ class ColBERT(nn.Module):
         backbone = load_backbone(directory)
         hidden = backbone.config.hidden_size
         dim = resolve_dim(self.colbert_config, weight, directory, origin)
+        from colbert.infra.validation import check_whole
+
+        check_whole("dim", dim, 1, "ColBERT embedding size")
         self.colbert_config.dim = dim
         if colbert_config is not None:
             colbert_config.dim = dim  # the caller's config is exported to plan.json; keep it truthful

@@ -19,7 +19,7 @@ import time
 import torch
 import ujson
 
-from colbert.modeling.checkpoint_files import (CheckpointError, check_checkpoint, find_projection, load_state_dict,
+from colbert.modeling.checkpoint_files import (CheckpointError, check_encoder, find_projection, load_state_dict,
                                                model_dir, read_config_json)
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -39,10 +39,15 @@ def bundled_minilm_path() -> str:
 
 
 def make_checkpoint(source: str, out: str, dim: int = 96, seed: int = 12345, overwrite: bool = False) -> str:
+    from colbert.infra.validation import check_projection_dim
+
+    check_projection_dim(dim)  # dim 0 would write a checkpoint that no index can be built with
     if source in ("minilm", "bundled-minilm"):
         source = bundled_minilm_path()
-    check_checkpoint(source)
+    check_encoder(source)  # config.json, tokenizer files and weight names, before anything is written
     src = model_dir(source)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"{out} exists and is not a folder; the checkpoint is a folder")
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     if find_projection(src)[0] is not None:
@@ -82,6 +87,9 @@ def make_checkpoint(source: str, out: str, dim: int = 96, seed: int = 12345, ove
                 shutil.copyfile(os.path.join(src, name), os.path.join(tmp, name))
         with open(os.path.join(tmp, "artifact.metadata"), "w") as f:
             f.write(ujson.dumps(_artifact_metadata(dim, source, seed), indent=4) + "\n")
+        from colbert.utils.io import apply_default_mode
+
+        apply_default_mode(tmp, directory=True)  # mkdtemp's 0700 would keep other accounts out
         if os.path.exists(out):
             shutil.rmtree(out)
         os.replace(tmp, out)

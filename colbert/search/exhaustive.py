@@ -2,7 +2,7 @@
 
 It is the quality ceiling PLAID approximates and the oracle tests hold PLAID against. Embeddings are
 decompressed with the index's own ResidualCodec (centroid + bucket weights, then L2-normalised in
-float32: what the CPU search path does before exact scoring, §6.4 stage 4 of the spec), one block of
+float32: what upstream's CPU search path does before exact scoring), one block of
 whole documents at a time, and scored against all queries; the scores of one block are bounded by
 `max_scores` floats, and only a running top k per query is kept, so beyond the compressed index
 (held in memory as the Searcher holds it) memory does not grow with the collection.
@@ -23,6 +23,7 @@ import torch
 
 from colbert.indexing.codecs.residual_codec import ResidualEmbeddings
 from colbert.search.index_loader import IndexFormatError, load_index, resolve_index_path  # noqa: F401
+from colbert.search.index_loader import check_scores_finite
 from colbert.search.ranking import Ranking
 
 DEFAULT_BLOCK_EMBEDDINGS = 1 << 16
@@ -122,6 +123,7 @@ class ExhaustiveSearcher:
         for first_pid, doclens, D in self._blocks():
             scores = self._score_block(Q, doclens, D)
             pids = torch.arange(first_pid, first_pid + doclens.numel()).expand(nq, -1)
+            check_scores_finite(scores, pids, f"exhaustive search of {self.index_path}")
             best_scores, best_pids = _merge_topk(best_scores, best_pids, scores, pids, k)
         return best_scores, best_pids
 

@@ -14,7 +14,7 @@ Layout read (written by colbert.indexing, same as colbert-ai 0.2.22):
 
 Deliberate difference from upstream: codes/residuals get no 512 uninitialised padding rows (no
 kernel here reads past the last document), and `load_index_with_mmap` memory maps the stored tensor
-where torch's zip reader says it starts instead of assuming a fixed 320-byte header (§6.2).
+where torch's zip reader says it starts instead of assuming upstream's fixed 320-byte header.
 """
 
 from __future__ import annotations
@@ -84,6 +84,32 @@ def _load_pt(index_path: str, name: str, mmap: bool = False):
         raise _fail(index_path, name, "a torch.save file of tensors", f"unreadable ({type(e).__name__}: {e})") from e
 
 
+def _check_finite(index_path: str, name: str, tensor: torch.Tensor, what: str) -> None:
+    # One pass per codec tensor at load: a NaN centroid or bucket weight otherwise turns every
+    # score NaN and the search "succeeds" with a ranking that means nothing.
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        nan = int(torch.isnan(tensor).sum())
+        raise _fail(index_path, name, f"finite {what}", f"{nan} NaN and {tensor.numel() - int(finite.sum()) - nan} "
+                    f"inf among {tensor.numel()} values ({_describe(tensor)})")
+
+
+class NonFiniteScoreError(ValueError):
+    """A query scored NaN or inf against some passage: a ranking of such scores means nothing."""
+
+
+def check_scores_finite(scores: torch.Tensor, pids: torch.Tensor, where: str) -> None:
+    """Raise NonFiniteScoreError naming the first bad passage; one isfinite pass over the scores."""
+    finite = torch.isfinite(scores)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).flatten().nonzero()[0, 0].item())  # scores may be (queries, passages)
+    raise NonFiniteScoreError(
+        f"{where}: expected finite scores, got {int((~finite).sum())} of {scores.numel()} NaN or inf (first: pid "
+        f"{int(pids.flatten()[bad].item())}, score {scores.flatten()[bad].item()}); the query encoding or the "
+        "index's tensors hold non-finite values (re-encode, or rebuild the index)")
+
+
 def _load_json(index_path: str, name: str):
     path = os.path.join(index_path, name)
     if not os.path.isfile(path):
@@ -142,6 +168,7 @@ def _load_codec(index_path: str, config, use_gpu: bool) -> ResidualCodec:
     centroids = _load_pt(index_path, "centroids.pt")
     if not isinstance(centroids, torch.Tensor) or centroids.dim() != 2 or not centroids.is_floating_point():
         raise _fail(index_path, "centroids.pt", "a float tensor (K, dim)", _describe(centroids))
+    _check_finite(index_path, "centroids.pt", centroids, "centroids")
     dim = centroids.size(1)
     if dim != config.dim:
         raise _fail(index_path, "centroids.pt", f"dim {config.dim} (metadata.json config.dim)", f"dim {dim}")
@@ -153,9 +180,12 @@ def _load_codec(index_path: str, config, use_gpu: bool) -> ResidualCodec:
             or buckets[0].numel() != 2 ** nbits - 1 or buckets[1].numel() != 2 ** nbits):
         raise _fail(index_path, "buckets.pt", f"(cutoffs ({2 ** nbits - 1},), weights ({2 ** nbits},)) for "
                     f"nbits={nbits}", _describe(buckets))
+    _check_finite(index_path, "buckets.pt", buckets[0], "bucket cutoffs")
+    _check_finite(index_path, "buckets.pt", buckets[1], "bucket weights")
     avg_residual = _load_pt(index_path, "avg_residual.pt")
-    if not isinstance(avg_residual, torch.Tensor):
-        raise _fail(index_path, "avg_residual.pt", "a tensor", _describe(avg_residual))
+    if not isinstance(avg_residual, torch.Tensor) or not avg_residual.is_floating_point():
+        raise _fail(index_path, "avg_residual.pt", "a float tensor", _describe(avg_residual))
+    _check_finite(index_path, "avg_residual.pt", avg_residual, "average residual")
     if avg_residual.dim() == 0:
         avg_residual = avg_residual.item()
 

@@ -1,4 +1,4 @@
-"""PLAID ranking of one query over a loaded index (upstream §6.4).
+"""PLAID ranking of one query over a loaded index (colbert-ai 0.2.22's four stages).
 
   1. candidate generation: the `ncells` best centroids of every query token, the union of their
      pid lists (sorted, unique);
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from colbert.search import extensions, reference
-from colbert.search.index_loader import LoadedIndex
+from colbert.search.index_loader import LoadedIndex, check_scores_finite
 from colbert.search.strided_tensor import gather_rows
 from colbert.tap import tap
 
@@ -128,7 +128,8 @@ class IndexScorer:
     # -- all stages ---------------------------------------------------------------------------
     def rank(self, config, Q: torch.Tensor, filter_fn=None, pids=None, tap_ctx: dict | None = None):
         """Q (1, L, dim) -> (pids list[int], scores list[float]), best first."""
-        tap_ctx = tap_ctx or {}
+        # the bounds a swapped search artifact's ids must lie within (colbert/tap/stages.py)
+        tap_ctx = {**(tap_ctx or {}), "num_passages": self.num_passages, "num_partitions": self.centroids.size(0)}
         unset = [n for n in ("ncells", "centroid_score_threshold", "ndocs") if getattr(config, n) is None]
         if unset:
             raise ValueError(f"IndexScorer.rank: {', '.join(unset)} not set (Searcher.dense_search fills them "
@@ -148,6 +149,8 @@ class IndexScorer:
                 if pids.numel() == 0:
                     return [], []
             scores = tap("exact_scores", self.exact_scores(pids, Q, tap_ctx), **tap_ctx)
+            where = f"search of {getattr(self.index, 'path', 'the index')} (query {tap_ctx.get('qid', 0)})"
+            check_scores_finite(scores, pids, where)
             scores, order = scores.sort(descending=True)
             pids = pids[order.to(pids.device)]
             pids = tap("ranked_pids", pids, **tap_ctx)

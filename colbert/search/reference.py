@@ -5,12 +5,11 @@ fallback that colbert.search.extensions uses when no compiled module can be
 had.  They are written to be read, not to be fast.  Argument conventions are
 documented in colbert.search.extensions.
 
-Upstream (colbert-ai 0.2.22) behaviours reproduced here, see
-/work/shared/spec/upstream-colbert.md:
-  * segmented_maxsim: each query token's maximum starts at 0 (CPU path, §6.4);
+Upstream (colbert-ai 0.2.22) behaviours reproduced here:
+  * segmented_maxsim: each query token's maximum starts at 0 (its CPU search path);
   * filter_pids: per-token maxima start at -9999, ties go to the larger pid
-    (§6.4 stages 2/3);
-  * decompress: the §5.3 bit layout (dimension d's bucket index is
+    (the two centroid-only pruning passes);
+  * decompress: upstream's residual bit layout (dimension d's bucket index is
     sum_j bit(d*nbits + j) << j, bits read MSB-first from each byte).
 
 Floating-point sums over query tokens are done one token at a time, in token
@@ -143,7 +142,7 @@ def _best(pids, scores, k):
 
 
 def filter_pids(pids, centroid_scores, codes, doclens, offsets, keep, ndocs):
-    """Two-pass centroid-only pruning of candidate documents (upstream §6.4).
+    """Two-pass centroid-only pruning of candidate documents (upstream's PLAID stages 2 and 3).
 
     pids int32/int64 [P] candidate documents; centroid_scores float32 [K, nq];
     codes int32/int64 [E] centroid id of every stored embedding; doclens int64
@@ -198,7 +197,7 @@ def _check_codec(residuals, centroids, bucket_weights, nbits):
 
 
 def unpack_buckets(residuals, nbits):
-    """uint8 [n, dim*nbits/8] -> int64 [n, dim] bucket indices (§5.3 layout)."""
+    """uint8 [n, dim*nbits/8] -> int64 [n, dim] bucket indices (upstream's residual bit layout)."""
     n, nbytes = residuals.shape
     msb_first = torch.arange(7, -1, -1, device=residuals.device)
     bits = (residuals.long().unsqueeze(-1) >> msb_first) & 1  # (n, nbytes, 8), row bit order
@@ -209,7 +208,7 @@ def unpack_buckets(residuals, nbits):
 
 def pack_buckets(buckets, nbits):
     """Inverse of unpack_buckets: int [n, dim] in [0, 2**nbits) -> uint8 [n, dim*nbits/8]
-    (what the codec's compress step writes, §5.2)."""
+    (what the codec's compress step writes)."""
     n, dim = buckets.shape
     lsb_first = torch.arange(nbits, device=buckets.device)
     bits = ((buckets.long().unsqueeze(-1) >> lsb_first) & 1).to(torch.uint8)
@@ -232,7 +231,7 @@ def decompress_rows(codes, residuals, centroids, bucket_weights, nbits):
 
 def decompress_residuals(pids, doclens, offsets, codes, residuals, centroids, bucket_weights, nbits):
     """decompress_rows of the stored embeddings of each document in `pids`,
-    concatenated in pid order -> float32 [sum(doclens[pids]), dim] (§6.4 stage 4;
+    concatenated in pid order -> float32 [sum(doclens[pids]), dim] (PLAID's exact-scoring stage;
     the caller normalises)."""
     _check_tensor(doclens, "doclens", 1, (torch.int64,))
     _check_tensor(codes, "codes", 1, _INDEX_DTYPES)

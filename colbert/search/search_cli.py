@@ -38,8 +38,11 @@ def cmd_search(args) -> int:
 
     from colbert.evaluation.files import load_queries, write_ranking
 
+    from colbert.infra.validation import check_search_settings
+
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")
+    check_search_settings(args.ncells, args.centroid_score_threshold, args.ndocs)
     queries = load_queries(args.queries)
     index_path = _resolve(args.index, args.index_root)
     if args.checkpoint and not os.path.exists(args.checkpoint):
@@ -60,12 +63,47 @@ def cmd_search(args) -> int:
     loaded = time.time() - t0
     data = {}
     t1 = time.time()
-    for qid, text in tqdm(queries.items(), desc="searching", unit="query", disable=args.no_progress,
-                          file=sys.stderr):
-        pids, ranks, scores = searcher.search(text, k=args.k)
-        data[qid] = list(zip(pids, ranks, scores))
+    with _tap_session(searcher, args.k, queries):
+        for qid, text in tqdm(queries.items(), desc="searching", unit="query", disable=args.no_progress,
+                              file=sys.stderr):
+            pids, ranks, scores = _search_one(searcher, text, args.k, qid)
+            data[qid] = list(zip(pids, ranks, scores))
     elapsed = time.time() - t1
     write_ranking(data, args.out)
     print(f"{len(data)} queries searched in {elapsed:.2f} s ({1000 * elapsed / len(data):.1f} ms/query; "
           f"index and model loaded in {loaded:.1f} s); ranking written to {args.out}")
     return 0
+
+
+def _tap_session(searcher, k: int, queries):
+    """One tap session for the whole queries file, as Searcher.search_all opens, so a COLBERT_TAP save
+    keeps every query's artifacts (named by its qid) instead of each search() call's q0 replacing the
+    last. The exhaustive searcher has no tap points."""
+    import contextlib
+
+    from colbert.searcher import Searcher
+
+    if not isinstance(searcher, Searcher):
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def session():
+        with searcher._tap_session(k, "colbert-tap search") as t:
+            if t is not None:
+                from colbert.tap.stages import artifact_filename
+
+                for qid in queries:  # a qid that cannot name a tap file fails before any search
+                    artifact_filename("Q", qid=qid)
+            yield t
+
+    return session()
+
+
+def _search_one(searcher, text: str, k: int, qid):
+    from colbert.searcher import Searcher
+
+    if not isinstance(searcher, Searcher):
+        return searcher.search(text, k=k)
+    # Searcher.search's steps (one query encoded alone, so scores equal search()'s) inside the
+    # session above, with the file's qid instead of search()'s 0
+    return searcher.dense_search(searcher.encode(text), k, qid=qid)

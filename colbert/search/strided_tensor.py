@@ -1,6 +1,6 @@
 """Variable-length rows packed end to end (e.g. the pid list of each centroid), looked up by id.
 
-Same results as upstream's StridedTensor (§6.3) without its sliding-window views: those exist for
+Same results as upstream's StridedTensor without its sliding-window views: those exist for
 speed on the GPU and their stride choice draws from the global torch RNG, which a search should not
 disturb. CPU lookups use the segmented_lookup kernel; CUDA tensors use one torch gather.
 """

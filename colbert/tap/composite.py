@@ -21,6 +21,7 @@ class CompositeTap(ArtifactTap):
         return f"CompositeTap({', '.join(map(repr, self.taps))})"
 
     def begin(self, info: dict[str, Any]) -> None:
+        _refuse_save_into_swap(self.taps, info)
         for t in self.taps:
             t.begin(info)
 
@@ -54,6 +55,23 @@ class CompositeTap(ArtifactTap):
                 first = first or e
         if first is not None:
             raise first
+
+
+def _refuse_save_into_swap(taps: list[ArtifactTap], info: dict[str, Any]) -> None:
+    """A save into the folder a swap reads would first clear the very files it is to inject."""
+    from colbert.tap.errors import TapConfigError
+    from colbert.tap.save import check_not_swap_folder, resolve_folder, save_folders
+    from colbert.tap.swap import SwapTap
+
+    swaps = [t.folder for t in taps if isinstance(t, SwapTap)]
+    if not swaps:
+        return
+    for s in save_folders(CompositeTap(*taps)):
+        try:
+            folder = resolve_folder(s.folder_arg, info)
+        except TapConfigError:
+            continue  # SaveTap.begin reports it
+        check_not_swap_folder(folder, swaps)
 
 
 class FilterTap(ArtifactTap):

@@ -2,6 +2,7 @@
 
     python -m colbert.tap.docs            # print the stage table
     python -m colbert.tap.docs --env      # print the env-flag table
+    python -m colbert.tap.docs --values   # print the value-facts table
     python -m colbert.tap.docs --check docs/tap.md   # exit 1 if the file's tables are stale
 """
 
@@ -29,6 +30,30 @@ def stage_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def value_facts(s) -> str:
+    """The value facts of one stage in words (what a swapped-in value must also satisfy)."""
+    parts = []
+    if s.low is not None and s.high is not None:
+        parts.append(f"in [{s.low}, {s.high}]")
+    elif s.low is not None:
+        parts.append(f">= {s.low}")
+    elif s.high is not None:
+        parts.append(f"<= {s.high}")
+    if s.power_of_two:
+        parts.append("a power of two")
+    if s.total is not None:
+        parts.append(f"sums to {s.total}")
+    if s.order is not None:
+        parts.append(s.order)
+    return ", ".join(parts)
+
+
+def value_table() -> str:
+    rows = ["| stage | values must be (besides finite, for floating-point numbers) |", "|---|---|"]
+    rows += [f"| `{s.name}` | {_cell(value_facts(s))} |" for s in STAGES if value_facts(s) and not s.capture_only]
+    return "\n".join(rows) + "\n"
+
+
 def env_table() -> str:
     from colbert.tap.env import ENV_VARS
 
@@ -40,17 +65,19 @@ def env_table() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m colbert.tap.docs")
     ap.add_argument("--env", action="store_true", help="print the env-flag table instead")
+    ap.add_argument("--values", action="store_true", help="print the value-facts table instead")
     ap.add_argument("--check", metavar="MD", help="fail if MD does not contain the current tables")
     a = ap.parse_args(argv)
     if a.check:
         with open(a.check) as f:
             text = f.read()
-        stale = [n for n, t in (("stage table", stage_table()), ("env table", env_table())) if t not in text]
+        stale = [n for n, t in (("stage table", stage_table()), ("env table", env_table()),
+                                ("value table", value_table())) if t not in text]
         if stale:
             print(f"{a.check}: stale {', '.join(stale)}; regenerate with python -m colbert.tap.docs", file=sys.stderr)
             return 1
         return 0
-    sys.stdout.write(env_table() if a.env else stage_table())
+    sys.stdout.write(env_table() if a.env else value_table() if a.values else stage_table())
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from colbert.tap.composite import CompositeTap, FilterTap
 from colbert.tap.core import ArtifactTap
-from colbert.tap.errors import TapConfigError
+from colbert.tap.errors import TapConfigError, TapLoadError
 from colbert.tap.save import SaveTap
 from colbert.tap.select import LAYER_STAGE
 from colbert.tap.stages import STAGE_NAMES, match_stages
@@ -126,17 +126,8 @@ def _bad(patterns: str) -> bool:
 
 
 def load_user_tap(spec: str) -> ArtifactTap:
-    mod_name, _, attr = spec.partition(":")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise TapConfigError(f"COLBERT_TAP={spec}: cannot import module {mod_name!r}: {e}") from None
-    obj: Any = mod
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise TapConfigError(f"COLBERT_TAP={spec}: module {mod_name!r} has no attribute {attr!r}") from None
+    obj = _user_tap_object(spec)
+    attr = spec.partition(":")[2]
     if isinstance(obj, type):
         try:
             obj = obj()
@@ -207,3 +198,55 @@ def tap_from_env(env: Mapping[str, str] | None = None) -> ArtifactTap | None:
     # run actually used
     taps = swaps + users + saves
     return taps[0] if len(taps) == 1 else CompositeTap(*taps)
+
+
+def check_env(env: Mapping[str, str] | None = None) -> None:
+    """Raises TapConfigError for every COLBERT_TAP* setting that tap_from_env or the taps' begin()
+    would refuse, without building a tap (no user class is constructed, nothing is written).
+
+    Run it before an index is erased: a typo in `swap:/dir` must not cost the old index.
+    """
+    from colbert.tap.manifest import MANIFEST
+    from colbert.tap.swap import check_swap_folder, stages_present
+
+    env = os.environ if env is None else env
+    spec = env.get("COLBERT_TAP", "").strip()
+    if not spec or spec.lower() == "off":
+        return
+    actions = parse_actions(spec)
+    if not actions:
+        return
+    stages, _ = stage_selection(env)
+    _flag(env, "COLBERT_TAP_QUIET")
+    _flag(env, "COLBERT_TAP_CAST")
+    _swap_selection(env, stages)
+    for action, arg in actions:
+        if action == "swap":
+            try:
+                folder = check_swap_folder(arg)
+            except TapLoadError as e:
+                raise TapConfigError(f"COLBERT_TAP=swap:{arg}: {e}") from None
+            files = os.listdir(folder)
+            # a hand-made folder of <stage>.pt files is valid without a manifest (docs/tap.md)
+            if MANIFEST not in files and not any(f.startswith("manifest.rank") for f in files) \
+                    and not stages_present(files):
+                raise TapConfigError(f"COLBERT_TAP=swap:{arg}: folder {folder} holds neither a manifest.json nor "
+                                     "any <stage>*.pt artifact; expected a folder written by COLBERT_TAP=save")
+        elif action == "user":
+            _user_tap_object(arg)  # importable; constructing it is left to the run
+        # save folders are checked (and locked) by colbert.tap.session.index_run_guard
+
+
+def _user_tap_object(spec: str) -> Any:
+    """What `package.module:Name` names (the class itself, not an instance)."""
+    mod_name, _, attr = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise TapConfigError(f"COLBERT_TAP={spec}: cannot import module {mod_name!r}: {e}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TapConfigError(f"COLBERT_TAP={spec}: module {mod_name!r} has no attribute {attr!r}") from None
+    return obj

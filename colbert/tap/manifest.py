@@ -17,10 +17,13 @@ import json
 import os
 import platform
 import sys
-import tempfile
-from typing import Any, Iterator
+from typing import Any
+
+from colbert.utils.io import atomic_write_bytes  # noqa: F401 - also imported from here by colbert.matrix
+from colbert.utils.locks import folder_lock
 
 MANIFEST = "manifest.json"
+MERGE_LOCK = ".manifest.lock"
 FORMAT = "colbert-tap-manifest/1"
 
 # distribution names tried for each reported package, first found wins
@@ -37,20 +40,6 @@ _PACKAGES = {
 
 def part_name(rank: int, nranks: int) -> str:
     return MANIFEST if nranks <= 1 else f"manifest.rank{rank}.json"
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace, so readers see old or new, never half."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _now() -> str:
@@ -237,7 +226,7 @@ class ManifestWriter:
         self.data["finished"] = _now()
         self.write()
         if self.nranks > 1:
-            with _locked(os.path.join(self.folder, ".manifest.lock")):
+            with folder_lock(self.folder, MERGE_LOCK, what="tap manifest merge", blocking=True):
                 merged = merge_parts(self.folder)
                 atomic_write_bytes(os.path.join(self.folder, MANIFEST),
                                    json.dumps(merged, indent=1, default=_json_default).encode())
@@ -247,21 +236,6 @@ def _json_default(x: Any) -> Any:
     if isinstance(x, (set, frozenset, tuple)):
         return list(x)
     return str(x)
-
-
-@contextlib.contextmanager
-def _locked(path: str) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: best effort, replace is still atomic
-        yield
-        return
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def merge_parts(folder: str) -> dict[str, Any]:

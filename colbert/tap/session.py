@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator
 
 from colbert.tap.core import ArtifactTap, active_tap, use_tap
 from colbert.tap.env import env_settings, tap_from_env
+from colbert.utils.signals import sigterm_raises
 
 
 @contextlib.contextmanager
@@ -34,18 +35,77 @@ def tap_session(*, config_dict: dict[str, Any] | Callable[[], dict[str, Any]] | 
             "argv": list(sys.argv), "tap_settings": {"env": env_settings()}}
     if source is not None:
         info["source"] = source
-    t.begin(info)
-    try:
-        if bound is None:
-            with use_tap(t):
-                yield t
-        else:
-            yield t
-    except BaseException as e:
-        getattr(t, "fail", lambda e: None)(e)
+    # a stopped job (SIGTERM) must still mark its manifest failed; only while a tap is on, so an
+    # untapped run keeps Python's own signal handling
+    with sigterm_raises():
+        t.begin(info)
         try:
-            t.end()
-        except Exception:  # noqa: BLE001 - the run's own error is the one to report
-            pass
-        raise
-    t.end()
+            if bound is None:
+                with use_tap(t):
+                    yield t
+            else:
+                yield t
+        except BaseException as e:
+            getattr(t, "fail", lambda e: None)(e)
+            try:
+                t.end()
+            except Exception:  # noqa: BLE001 - the run's own error is the one to report
+                pass
+            raise
+        t.end()
+
+
+def _planned_folders(index_path: str) -> tuple[list[str], list[str]]:
+    """(save folders, swap folders) of the coming index run: from the bound tap, else from
+    COLBERT_TAP (parsed only: no tap is built, a user's tap class is not imported)."""
+    import os
+
+    from colbert.tap.env import parse_actions
+    from colbert.tap.save import resolve_folder, save_folders
+    from colbert.tap.swap import SwapTap
+
+    info = {"index_path": index_path, "phase": "index"}
+    bound = active_tap()
+    if bound is not None:
+        swaps = [t.folder for t in (*getattr(bound, "taps", ()), bound) if isinstance(t, SwapTap)]
+        return [resolve_folder(s.folder_arg, info) for s in save_folders(bound)], swaps
+    spec = os.environ.get("COLBERT_TAP", "").strip()
+    if not spec or spec.lower() == "off":
+        return [], []
+    default = os.environ.get("COLBERT_TAP_DIR", "").strip() or None
+    actions = parse_actions(spec)
+    saves = [resolve_folder(arg or default, info) for action, arg in actions if action == "save"]
+    swaps = [os.path.abspath(os.path.expanduser(arg)) for action, arg in actions if action == "swap"]
+    return saves, swaps
+
+
+def planned_saves(index_path: str) -> list[str]:
+    """The save folders of the coming index run, each checked (not an index, not the index being
+    written, not a swap folder of the same run). Called before the indexer creates or erases anything."""
+    from colbert.tap.save import check_save_target
+
+    saves, swaps = _planned_folders(index_path)
+    folders = list(dict.fromkeys(saves))
+    for folder in folders:
+        check_save_target(folder, index_path, swaps)
+    return folders
+
+
+@contextlib.contextmanager
+def lock_saves(folders: list[str], nranks: int) -> Iterator[None]:
+    """Lock the save folders of an index run for the whole run (the caller holds the index lock).
+
+    With nranks > 1 a previous save is also cleared here, once: the spawned ranks must not clear a
+    folder other ranks are already writing to. With one rank SaveTap.begin clears it.
+    """
+    from colbert.tap.save import clear_previous_save, prepare_folder
+    from colbert.utils.locks import TAP_LOCK, folder_lock
+
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            prepare_folder(folder)
+            stack.enter_context(folder_lock(folder, TAP_LOCK, what="tap save"))
+        if nranks > 1:
+            for folder in folders:
+                clear_previous_save(folder)
+        yield

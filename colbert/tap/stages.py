@@ -15,6 +15,10 @@ Rank-scoped and finer names get a `.rank{r}` suffix when nranks > 1 so ranks nev
 
 Each stage belongs to a phase: "index" (written by Indexer runs, into <index>/tap/) or "search"
 (written by Searcher calls, into <index>/tap/search/); `stages_of_phase` lists one phase.
+
+Each stage also states what its values must be (bounds, finiteness, power of two, sum, order: the
+"value facts" of `Stage`); a swap checks an injected value against them (colbert/tap/validate.py),
+and docs/tap.md's value table is generated from them.
 """
 
 from __future__ import annotations
@@ -42,6 +46,17 @@ class Stage:
     # A 1-D result whose length depends on the numerics upstream of it (candidate pid lists): swap
     # accepts another run's value of a different length.
     variable_length: bool = False
+    # -- value facts: what a swapped-in value must also satisfy once kind, dtype and shape fit
+    # (colbert/tap/validate.py check_values). Bounds are inclusive and apply to every number in the
+    # value (tensor elements, list/set/tuple members; bool tensors are exempt). A str names a fact
+    # the tap point passes in its ctx, e.g. tap("codes", c, num_partitions=K); "name-1" is one less.
+    # A fact the tap point does not pass leaves that bound unchecked.
+    low: float | str | None = None
+    high: float | str | None = None
+    finite: bool = True  # floating-point numbers must be finite (no NaN, no inf)
+    power_of_two: bool = False  # an int that is a power of two (1, 2, 4, ...)
+    total: str | None = None  # the numbers sum to this fact (e.g. doclens to the embeddings' count)
+    order: str | None = None  # "ascending" | "descending" (non-strict) for a 1-D value
 
 
 def _search(name, kind, dtype, shape, producer, consumers, description, **kw) -> Stage:
@@ -52,13 +67,13 @@ _SCORER = "colbert.search.index_scorer.IndexScorer"
 
 STAGES: tuple[Stage, ...] = (
     Stage("num_passages", "global", "int", None, "N", "colbert.indexing.collection_indexer.setup",
-          ("sample_pids", "num_embeddings_est"), "number of passages in the collection"),
+          ("sample_pids", "num_embeddings_est"), "number of passages in the collection", low=1, high="collection_size"),
     Stage("sample_pids", "global", "set", None, "k = min(1 + int(16*sqrt(120*N)), N)",
           "colbert.indexing.sampling.sample_pids", ("local_sample_embs",),
-          "pids drawn with random.sample(range(N), k) after seed 12345"),
+          "pids drawn with random.sample(range(N), k) after seed 12345", low=0, high="num_passages-1"),
     Stage("tensorize_output", "group", "tuple", None, "(list[(ids, mask) int64 (<=bsize, W)], reverse_indices int64 (G,))",
           "colbert.modeling.tokenization.doc_tokenization.DocTokenizer.tensorize", ("encoder_layers", "batches"),
-          "tokenized, length-sorted encode group"),
+          "tokenized, length-sorted encode group", low=0, high="vocab_size-1"),
     Stage("encoder_layers", "layer", "tensor", "float32", "(b, W, hidden) or (b, W, dim) for the projection",
           "colbert.modeling.colbert.ColBERT.doc", ("batches",),
           "hidden state of each transformer layer (l0 = embeddings) and the projection (last l)",
@@ -74,13 +89,13 @@ STAGES: tuple[Stage, ...] = (
           "embeddings of this rank's sampled passages"),
     Stage("local_sample_doclens", "rank", "list", None, "list[int] (len(local sample))",
           "colbert.indexing.sampling.encode_sample", ("avg_doclen_est",),
-          "token counts of this rank's sampled passages"),
+          "token counts of this rank's sampled passages", low=0, total="num_embeddings"),
     Stage("avg_doclen_est", "global", "float", None, "float (float32-rounded)",
-          "colbert.indexing.plan.estimate_plan", ("num_embeddings_est",), "mean sample doclen"),
+          "colbert.indexing.plan.estimate_plan", ("num_embeddings_est",), "mean sample doclen", low=1),
     Stage("num_embeddings_est", "global", "float", None, "float", "colbert.indexing.plan.estimate_plan",
-          ("num_partitions",), "N * avg_doclen_est"),
+          ("num_partitions",), "N * avg_doclen_est", low=1),
     Stage("num_partitions", "global", "int", None, "K, a power of two", "colbert.indexing.plan.estimate_plan",
-          ("prenorm_centroids",), "number of centroids"),
+          ("prenorm_centroids",), "number of centroids", low=1, power_of_two=True),
     Stage("sample", "global", "tensor", "float16", "(n_s - h, dim)",
           "colbert.indexing.sampling.split_sample", ("prenorm_centroids",), "k-means training points"),
     Stage("sample_heldout", "global", "tensor", "float16", "(h, dim), h = int(min(0.05*n_s, 50000))",
@@ -93,12 +108,12 @@ STAGES: tuple[Stage, ...] = (
           "L2-normalised centroids (CPU path keeps float32 for the held-out statistics)"),
     Stage("bucket_cutoffs", "global", "tensor", "float32", "(2**nbits - 1,)",
           "colbert.indexing.codecs.residual_stats.compute_residual_stats", ("residuals",),
-          "quantile cut points of held-out residuals"),
+          "quantile cut points of held-out residuals", order="ascending"),
     Stage("bucket_weights", "global", "tensor", "float32", "(2**nbits,)",
           "colbert.indexing.codecs.residual_stats.compute_residual_stats", (),
           "quantile reconstruction values of held-out residuals"),
     Stage("avg_residual", "global", "tensor", "float32", "() 0-dim",
-          "colbert.indexing.codecs.residual_stats.compute_residual_stats", (), "mean |residual|"),
+          "colbert.indexing.codecs.residual_stats.compute_residual_stats", (), "mean |residual|", low=0),
     Stage("centroids", "global", "tensor", "float16", "(K, dim)",
           "colbert.indexing.codecs.residual_codec.ResidualCodec.save", ("codes", "residuals"),
           "centroids as saved in centroids.pt and used to compress chunks"),
@@ -107,25 +122,26 @@ STAGES: tuple[Stage, ...] = (
           "chunk embeddings (CPU path: float32 encoder output rounded to float16)"),
     Stage("doclens", "chunk", "list", None, "list[int] (N_c)",
           "colbert.indexing.collection_indexer.index_chunks", ("pid_ivf", "pid_ivf_lengths"),
-          "tokens kept per passage"),
+          "tokens kept per passage", low=0, total="num_embeddings"),
     Stage("codes", "chunk", "tensor", "int32", "(E_c,)",
           "colbert.indexing.codecs.residual_codec.ResidualCodec.compress", ("presort_codes",),
-          "nearest centroid of each embedding"),
+          "nearest centroid of each embedding", low=0, high="num_partitions-1"),
     Stage("residuals", "chunk", "tensor", "uint8", "(E_c, dim*nbits/8)",
           "colbert.indexing.codecs.residual_codec.ResidualCodec.compress", (),
           "bucketised residuals, nbits per dimension, packed"),
     Stage("presort_codes", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf",
-          ("values", "ivf"), "all codes in embedding order"),
+          ("values", "ivf"), "all codes in embedding order", low=0, high="num_partitions-1"),
     Stage("values", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf",
-          ("ivf_lengths",), "codes sorted ascending"),
+          ("ivf_lengths",), "codes sorted ascending", low=0, high="num_partitions-1", order="ascending"),
     Stage("ivf", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf", ("pid_ivf", "pid_ivf_lengths"),
-          "embedding ids grouped by centroid (sort permutation)"),
+          "embedding ids grouped by centroid (sort permutation)", low=0, high="num_embeddings-1"),
     Stage("ivf_lengths", "global", "tensor", "int64", "(K,)", "colbert.indexing.ivf.build_ivf",
-          ("pid_ivf", "pid_ivf_lengths"), "embeddings per centroid"),
+          ("pid_ivf", "pid_ivf_lengths"), "embeddings per centroid", low=0, total="num_embeddings"),
     Stage("pid_ivf", "global", "tensor", "int32", "(sum unique pids per centroid + padding,)",
-          "colbert.indexing.ivf.optimize_ivf", (), "passage ids per centroid, as saved in ivf.pid.pt"),
+          "colbert.indexing.ivf.optimize_ivf", (), "passage ids per centroid, as saved in ivf.pid.pt",
+          low=0, high="num_passages-1"),
     Stage("pid_ivf_lengths", "global", "tensor", "int64", "(K,)", "colbert.indexing.ivf.optimize_ivf", (),
-          "passages per centroid, as saved in ivf.pid.pt"),
+          "passages per centroid, as saved in ivf.pid.pt", low=0, high="num_passages"),
     # -- search (one Searcher query; CPU path dtypes; the GPU path has float16 where noted) --
     _search("Q", "tensor", "float32", "(1, query_maxlen, dim)", "colbert.searcher.Searcher.dense_search",
             ("centroid_scores", "exact_scores"), "query embeddings (the encoder's output for this query)"),
@@ -133,23 +149,25 @@ STAGES: tuple[Stage, ...] = (
             ("probed_cells", "filtered_pids"), "similarity of every centroid to every query token"),
     _search("probed_cells", "tensor", "int64", "(<= ncells * query_maxlen,) sorted unique",
             f"{_SCORER}.retrieve", ("candidate_pids",), "centroids probed: the ncells best per query token",
-            variable_length=True),
+            variable_length=True, low=0, high="num_partitions-1", order="ascending"),
     _search("candidate_pids", "tensor", "int32", "(P,) sorted unique",
             f"{_SCORER}.rank", ("filtered_pids",),
-            "passages in the probed cells' lists (or the pids= given), after filter_fn", variable_length=True),
+            "passages in the probed cells' lists (or the pids= given), after filter_fn", variable_length=True,
+            low=0, high="num_passages-1"),
     _search("filtered_pids", "tensor", "int32", "(<= ndocs // 4,) best approximate score first",
             f"{_SCORER}.prune", ("decompressed_embs", "exact_scores"),
             "survivors of the two centroid-only pruning passes (filter_pids); absent when pids= is given",
-            variable_length=True),
+            variable_length=True, low=0, high="num_passages-1"),
     _search("decompressed_embs", "tensor", "float32", "(sum of the survivors' doclens, dim) (GPU: float16)",
             f"{_SCORER}.exact_scores", ("exact_scores",),
             "the survivors' embeddings rebuilt from codes and residuals, L2-normalised"),
     _search("exact_scores", "tensor", "float32", "(n,) in filtered_pids order",
             f"{_SCORER}.exact_scores", ("ranked_pids", "ranked_scores"), "MaxSim of Q against each survivor"),
     _search("ranked_pids", "tensor", "int32", "(n,) best first", f"{_SCORER}.rank", (),
-            "the ranking: survivors sorted by exact score (before truncation to k)"),
+            "the ranking: survivors sorted by exact score (before truncation to k)", low=0,
+            high="num_passages-1"),
     _search("ranked_scores", "tensor", "float32", "(n,) descending", f"{_SCORER}.rank", (),
-            "exact scores in ranking order (before truncation to k)"),
+            "exact scores in ranking order (before truncation to k)", order="descending"),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)

@@ -6,7 +6,7 @@ import os
 from typing import Any, Iterable
 
 from colbert.tap.core import ArtifactTap
-from colbert.tap.errors import TapLoadError
+from colbert.tap.errors import TapError, TapLoadError
 from colbert.tap.select import Selection
 from colbert.tap.stages import LOCATION_KEYS, STAGE_NAMES, artifact_filename, get_stage
 from colbert.tap.validate import fit_artifact, load_artifact
@@ -42,7 +42,8 @@ class SwapTap(ArtifactTap):
     (loaded with weights_only=True and checked against the stage) instead of the live one.
 
     allow_cast: convert a stored tensor of another dtype to the live dtype instead of refusing it.
-    After a run, `injected` and `not_found` map each stage to the files used / looked for in vain.
+    After a run, `injected` and `not_found` map each stage to the files used / looked for in vain, and
+    `refused` maps each file found but refused to the reason.
     """
 
     def __init__(self, folder: str, *, stages: str | Iterable[str] | None = None, allow_cast: bool = False,
@@ -55,6 +56,7 @@ class SwapTap(ArtifactTap):
         self._present: set[str] | None = None
         self.injected: dict[str, list[str]] = {}
         self.not_found: dict[str, list[str]] = {}
+        self.refused: dict[str, str] = {}  # file -> why it was refused (load, safety or fit error)
         self._nranks = 1
 
     def __repr__(self) -> str:
@@ -65,7 +67,7 @@ class SwapTap(ArtifactTap):
         self._files = set(os.listdir(self.folder))
         self._present = stages_present(self._files)
         self._nranks = int(info.get("nranks", 1) or 1)
-        self.injected, self.not_found = {}, {}
+        self.injected, self.not_found, self.refused = {}, {}, {}
         if self.verbose:
             print(f"[colbert-tap] injecting artifacts from {self.folder}", flush=True)
 
@@ -80,18 +82,21 @@ class SwapTap(ArtifactTap):
         if self.not_found:
             ran = ", ".join(f"{s} ({len(f)})" if len(f) > 1 else s for s, f in self.not_found.items())
             print(f"[colbert-tap] not in {self.folder}, ran normally: {ran}", flush=True)
+        for fname, why in self.refused.items():
+            print(f"[colbert-tap] refused {fname} from {self.folder}: {why}", flush=True)
         unused = self.unused_files()
         if unused:
             more = f" (+{len(unused) - 10} more)" if len(unused) > 10 else ""
-            print(f"[colbert-tap] files in {self.folder} this run never asked for: {', '.join(unused[:10])}{more}",
-                  flush=True)
+            why = "the run stopped (at the refused file) before asking for" if self.refused else \
+                "this run never asked for"
+            print(f"[colbert-tap] files in {self.folder} {why}: {', '.join(unused[:10])}{more}", flush=True)
 
     def unused_files(self) -> list[str]:
         """Stored artifacts that no tap point asked for (e.g. chunks this run does not have).
         Only meaningful with one rank: other ranks' files are expected to go unused here."""
         if self._files is None or self._nranks > 1:
             return []
-        asked = {f for files in (*self.injected.values(), *self.not_found.values()) for f in files}
+        asked = {f for files in (*self.injected.values(), *self.not_found.values()) for f in files} | set(self.refused)
         return sorted(f for f in self._files if f not in asked and stage_of_file(f) is not None)
 
     def _selected(self, stage: str) -> bool:
@@ -120,8 +125,13 @@ class SwapTap(ArtifactTap):
             self.not_found.setdefault(stage, []).append(fname)
             return value
         path = os.path.join(self.folder, fname)
-        stored = load_artifact(path, stage)
-        new = fit_artifact(stage, stored, value, path, allow_cast=self.allow_cast)
+        try:
+            stored = load_artifact(path, stage)
+            new = fit_artifact(stage, stored, value, path, allow_cast=self.allow_cast, facts=ctx)
+        except TapError as e:
+            # remembered so the summary says the file was refused, not that the run never asked for it
+            self.refused[fname] = f"{type(e).__name__}: {e}"
+            raise
         self.injected.setdefault(stage, []).append(fname)
         ctx["tap_source"] = f"swap:{path}"
         return new

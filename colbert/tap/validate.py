@@ -1,14 +1,17 @@
 """Reading stored artifacts safely and checking that they fit the stage they would replace.
 
 Everything a swap injects goes through `load_artifact` (weights_only=True: no code runs while
-unpickling) and `fit_artifact` (kind, dtype and shape against the registry and the live value).
+unpickling) and `fit_artifact` (kind, dtype and shape against the registry and the live value, then
+the registry's value facts: ranges, finiteness, power of two, sums, order; see `check_values`).
 The same `describe` is used for the manifest, so the manifest and error messages agree.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
+import re
 import zipfile
 from typing import Any
 
@@ -140,13 +143,22 @@ def _mismatch(stage: str, path: str, expected: str, found: str, hint: str = "") 
                             f"{expected}, found {found}{hint}")
 
 
-def fit_artifact(stage: str, stored: Any, live: Any, path: str, *, allow_cast: bool = False) -> Any:
+def fit_artifact(stage: str, stored: Any, live: Any, path: str, *, allow_cast: bool = False,
+                 facts: dict[str, Any] | None = None) -> Any:
     """Return `stored` in the form the pipeline expects at `stage`, or raise TapMismatchError.
 
     The live value decides shapes and (for tensors) dtype: it is what the next stage consumes.
     The registry decides the kind, and the dtype where there is no live tensor to compare with.
     Hand-made taps stored sets as lists and tuples as lists; those are converted, nothing else is.
+    Then the values themselves must satisfy the stage's value facts (`check_values`); `facts` is
+    the tap point's ctx, which carries the numbers those facts name (num_partitions, ...).
     """
+    fitted = _fit_artifact(stage, stored, live, path, allow_cast)
+    check_values(stage, fitted, path, facts)
+    return fitted
+
+
+def _fit_artifact(stage: str, stored: Any, live: Any, path: str, allow_cast: bool) -> Any:
     spec = get_stage(stage)
     if not _kind_ok(spec.kind, stored):
         raise _mismatch(stage, path, f"a {spec.kind} (registry: {spec.shape})", describe(stored))
@@ -163,6 +175,110 @@ def fit_artifact(stage: str, stored: Any, live: Any, path: str, *, allow_cast: b
         # another run's list may be longer or shorter; dtype and device still must fit
         live = torch.empty(stored.shape, dtype=live.dtype, device=live.device)
     return _fit(stage, path, stored, live, "", allow_cast, registry_dtype=spec.dtype if spec.kind == "tensor" else None)
+
+
+def check_values(stage: str, value: Any, path: str, facts: dict[str, Any] | None = None) -> None:
+    """Raise TapMismatchError when `value` breaks one of the stage's value facts (colbert/tap/stages.py:
+    low, high, finite, power_of_two, total, order): a value of the right type, dtype and shape can
+    still send the pipeline into a ZeroDivisionError, a faiss assertion or silent nonsense."""
+    spec = get_stage(stage)
+    facts = facts or {}
+    leaves = list(_numeric_leaves(value))
+    if not leaves:
+        return
+    if spec.finite:
+        for x in leaves:
+            bad = _non_finite(x)
+            if bad:
+                raise _mismatch(stage, path, "finite numbers", bad)
+    low, low_text = _bound(spec.low, facts)
+    high, high_text = _bound(spec.high, facts)
+    if low is not None or high is not None:
+        lo, hi = _min_max(leaves)
+        if (low is not None and lo < low) or (high is not None and hi > high):
+            want = f"in [{low_text}, {high_text}]" if low is not None and high is not None else (
+                f">= {low_text}" if low is not None else f"<= {high_text}")
+            found = f"{_num(lo)}" if lo == hi else f"values from {_num(lo)} to {_num(hi)}"
+            raise _mismatch(stage, path, f"values {want} (registry: {spec.shape})", found)
+    if spec.power_of_two:
+        for x in leaves:
+            v = x.item() if isinstance(x, torch.Tensor) and x.numel() == 1 else x
+            if not isinstance(v, int) or v < 1 or v & (v - 1):
+                raise _mismatch(stage, path, f"a power of two (registry: {spec.shape})", describe(v))
+    total, total_text = _bound(spec.total, facts)
+    if total is not None:
+        got = sum(int(x.sum().item()) if isinstance(x, torch.Tensor) else x for x in leaves)
+        if got != total:
+            raise _mismatch(stage, path, f"numbers summing to {total_text}", f"a sum of {_num(got)}")
+    if spec.order is not None:
+        for x in leaves:
+            if isinstance(x, torch.Tensor) and x.dim() == 1 and x.numel() > 1:
+                step = x[1:] >= x[:-1] if spec.order == "ascending" else x[1:] <= x[:-1]
+                if not bool(step.all()):
+                    at = int((~step).nonzero()[0].item())
+                    raise _mismatch(stage, path, f"{spec.order} order (registry: {spec.shape})",
+                                    f"{_num(x[at].item())} then {_num(x[at + 1].item())} at positions {at}, {at + 1}")
+
+
+def _numeric_leaves(value: Any):
+    """The tensors (non-bool, non-empty) and Python numbers inside a value, depth first. A container of
+    plain numbers is yielded as its numbers, so bounds see each one."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype != torch.bool and value.numel():
+            yield value
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, (int, float)):
+        yield value
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            yield from _numeric_leaves(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _numeric_leaves(v)
+
+
+def _non_finite(x: Any) -> str:
+    if isinstance(x, float):
+        return "" if math.isfinite(x) else f"float {x!r}"
+    if isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex()):
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            nan = int(torch.isnan(x).sum().item())
+            return f"{describe(x)} with {nan} NaN and {x.numel() - int(finite.sum().item()) - nan} inf of {x.numel()}"
+    return ""
+
+
+def _min_max(leaves: list) -> tuple[float, float]:
+    lo = hi = None
+    for x in leaves:
+        a, b = (x.min().item(), x.max().item()) if isinstance(x, torch.Tensor) else (x, x)
+        lo = a if lo is None or a < lo else lo
+        hi = b if hi is None or b > hi else hi
+    return lo, hi
+
+
+_FACT = re.compile(r"([A-Za-z_]\w*)(-1)?")
+
+
+def _bound(spec: float | str | None, facts: dict[str, Any]) -> tuple[float | None, str]:
+    """A stage's bound as a number (None: unchecked) and as text for the message."""
+    if spec is None or not isinstance(spec, str):
+        return spec, "" if spec is None else _num(spec)
+    m = _FACT.fullmatch(spec)
+    if m is None:
+        raise ValueError(f"tap stage registry: bound {spec!r} is neither a number nor 'fact' / 'fact-1'")
+    fact = facts.get(m.group(1))
+    if isinstance(fact, bool) or not isinstance(fact, (int, float)):
+        return None, spec
+    value = fact - 1 if m.group(2) else fact
+    return value, f"{_num(value)} ({spec}, {m.group(1)}={_num(fact)})" if m.group(2) else f"{_num(value)} ({spec})"
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, float):
+        return str(int(x)) if x.is_integer() and abs(x) < 2 ** 53 else f"{x:.7g}"
+    return str(x)
 
 
 def _kind_ok(kind: str, stored: Any) -> bool:

@@ -68,10 +68,17 @@ class BaseConfig:
 
     @classmethod
     def from_path(cls, name: str):
-        with open(name) as f:
-            args = ujson.load(f)
-        if "config" in args:
+        from colbert.infra.validation import ConfigError
+
+        try:
+            with open(name, encoding="utf-8") as f:
+                args = ujson.load(f)
+        except (ValueError, UnicodeDecodeError) as e:  # ujson's JSONDecodeError is a ValueError
+            raise ConfigError(f"{name} is not valid JSON: {e}") from None
+        if isinstance(args, dict) and "config" in args:
             args = args["config"]
+        if not isinstance(args, dict):
+            raise ConfigError(f"{name}: expected a JSON object of config fields, got {type(args).__name__}")
         obj = cls()
         obj.configure(**args)
         return obj

@@ -44,7 +44,8 @@ class DocTokenizer:
         ids, mask, reverse_indices = sort_by_length(ids, mask, bsize)
         out = (split_into_batches(ids, mask, bsize), reverse_indices)
         if tap_ctx is not None:
-            out = tap("tensorize_output", out, **tap_ctx)
+            # vocab_size bounds the ids a swapped tokenization may hold (the embedding table's rows)
+            out = tap("tensorize_output", out, vocab_size=len(self.tok), **tap_ctx)
         return out
 
 

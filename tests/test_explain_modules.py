@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from colbert.explain.modules import ModuleLevelError, batch_files, compact, module_level
+from colbert.explain.modules import ModuleLevelError, batch_files, compact, module_level, public_lists
 from explain_probe_runs import nudged_checkpoint, probe_run, tokenized_batches
 from conftest import vaswani_passages
 
@@ -33,6 +33,12 @@ def test_identical_installs_find_nothing(runs):
     assert r["batches_compared"] == len(batches[0]) == 2
     assert r["widths"] == [int(batches[0][0][0].shape[1])] * 2
     assert "bit-identical in both installs" in r["summary"]
+    # the same install: the shape study runs once (B), so there is no agreement between installs to report
+    study = r["encoder_shapes"]
+    assert study["installs_disagree"] is None and {v["installs_agree"] for v in study["variants"]} == {None}
+    widths = [v["width"] for v in study["variants"] if v["batch"] == study["rows"]]
+    assert widths[-1] == study["width"] + 8 and [v["batch"] for v in study["variants"] if v["batch"] < study["rows"]] == [1, 2, 4]
+    assert public_lists(r)["modules"] == [] and public_lists(r)["ops"] == []
 
 
 def test_one_ulp_in_one_weight_is_located(runs):
@@ -51,6 +57,10 @@ def test_one_ulp_in_one_weight_is_located(runs):
     assert r["op"]["first"] is None and r["op"]["ops_recorded"] >= 1 and r["op"]["same_sequence"]
     assert all(o["equal"] for o in r["op"]["ops"])
     assert "no aten op differs on identical inputs" in r["summary"] and MODULE in r["summary"]
+    # fed A's inputs one by one, only the sublayer holding the weight (and the whole encoder, "") differ
+    fed = [x["name"] for x in public_lists(r)["modules"]]
+    assert fed == ["colbert.model.encoder.layer.3.intermediate", ""], fed
+    assert all(x["comparable"] for x in r["injected"]) and len(r["injected"]) > 30
     # a second call reuses every probe output (same spec, same manifests)
     stamps = {n: os.stat(work / n).st_mtime_ns for n in ("digests-a.json", "digests-b.json", "check-b.json")}
     assert module_level(a, b, str(work))["first"] == first
@@ -73,6 +83,23 @@ def test_runs_without_what_the_probe_needs_are_refused(runs, tmp_path):
     (gone / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModuleLevelError, match="records no interpreter that still exists"):
         module_level(a, str(gone), str(tmp_path / "work"))
+
+
+def test_plot_draws_the_per_module_drift(runs, tmp_path):
+    from colbert.explain.chain import Explanation
+    from colbert.explain.render import plot_modules, render_markdown
+
+    root, a, _, b, _ = runs
+    ex = Explanation(a=a, b=b, profile="default", work=str(root))
+    ex.modules = module_level(a, b, str(root / "work-nudged"))  # reused from the test above when it ran
+    png = plot_modules(ex, str(tmp_path / "drift.png"))
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    md = render_markdown(ex)
+    assert "| colbert.model.encoder.layer.3.intermediate | BertIntermediate |" in md
+    empty = Explanation(a=a, b=b, profile="default", work=str(root))
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_modules(empty, str(tmp_path / "none.png"))
 
 
 def test_compact_ranges():

@@ -20,9 +20,9 @@ from typing import Any, Callable
 from colbert.compare.engine import Options, compare_runs
 from colbert.compare.report import DIFFERS, MATCH, ONLY_A, ONLY_B, Report, Row
 from colbert.compare.tolerances import PROFILES, resolve_profiles
-from colbert.explain.modules import DEFAULT_BATCHES, ENCODER_STAGES, ModuleLevelError, module_level
+from colbert.explain.modules import DEFAULT_BATCHES, ENCODER_STAGES, ModuleLevelError, module_level, public_lists
 from colbert.tap.manifest import MANIFEST
-from colbert.tap.stages import STAGES, downstream, get_stage, stage_index
+from colbert.tap.stages import STAGES, downstream, get_stage, index_stages, stage_index
 
 EXACT = "exact"
 DONE = "done.json"  # written last into a step folder: the step is complete and may be reused
@@ -123,9 +123,8 @@ class Explanation:
             "error": self.error,
             "needs": self.needs,
             "exit_code": self.exit_code,
-            "modules": self.modules,
-            "shape_sensitivity": (self.modules or {}).get("shapes"),
-            "ops": (self.modules or {}).get("op"),
+            **public_lists(self.modules),
+            "module_level": self.modules,
             "modules_note": self.modules_note,
             "not_implemented": list(NOT_IMPLEMENTED),
         }
@@ -232,11 +231,8 @@ def final_stages_of(index_folder: str | None) -> list[str]:
             stages = {a.stage for a in scan_run(index_folder).artifacts if a.source == "index" and a.stage}
         except OSError:
             stages = set()
-    if not stages:  # no index to look at: the index file names compare knows
-        from colbert.compare import layout
-
-        stages = set(layout._INDEX_SINGLE.values()) | {s for v in layout._INDEX_TUPLES.values() for s in v} | \
-            {stage for _, stage, _ in layout._INDEX_CHUNK}
+    if not stages:  # no index to look at: the stages the registry places in index files
+        stages = set(index_stages())
     return sorted(stages, key=stage_index)
 
 

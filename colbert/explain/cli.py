@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="stop at the stage level (no encoder probe in A's and B's installs)")
     parser.add_argument("--module-batches", type=int, default=None, metavar="N",
                         help="encode at most N of A's batches per side when probing the encoder (default: 8)")
+    parser.add_argument("--plot", metavar="PNG", help="draw the per-module drift (natural run and fed A's inputs)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=True,
                         help="no progress display on stderr")
     return parser
@@ -125,6 +126,15 @@ def run(args: argparse.Namespace) -> int:
         print_table(ex)
     else:
         sys.stdout.write(render(ex, args.format))
+    if args.plot:
+        from colbert.explain.render import plot_modules
+
+        try:
+            Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+            plot_modules(ex, args.plot)
+        except (ValueError, OSError) as e:
+            print(f"colbert-tap explain: error: --plot {args.plot}: {e}", file=sys.stderr)
+            return 2
     if ex.error:
         print(f"colbert-tap explain: error: {ex.error}", file=sys.stderr)
     return ex.exit_code

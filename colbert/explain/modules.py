@@ -146,8 +146,10 @@ def module_level(tap_a: str, tap_b: str, work: str, *, max_batches: int = DEFAUL
                                                     if [c["out"] for c in x] != [c["out"] for c in y]]}
     first = first_module_divergence(da, db)
     result["first"] = first
+    root = first["batch"] if first else 0
+    result["encoder_shapes"] = encoder_shape_study(tap_a, tap_b, spec, spec_b, root, work, timeout, note)
     if first is None:
-        result.update(layers=None, shapes=None, op=None,
+        result.update(layers=None, shapes=None, op=None, injected=None,
                       summary=f"every module call of {len(da['batches'])} batch(es) is bit-identical in both installs, "
                       "so the encoder does not cause the difference: it arises where its output is used")
         return result
@@ -156,15 +158,74 @@ def module_level(tap_a: str, tap_b: str, work: str, *, max_batches: int = DEFAUL
     detail_spec = {**spec, "batch": first["batch"], "module": first["module"], "call": first["call"]}
     note("modules", {"what": f"recording module {first['module'] or '(ColBERT.doc)'} in A's install"})
     detail = run_probe(tap_a, "detail", detail_spec, os.path.join(work, "detail-a.pt"), timeout=timeout)
-    note("modules", {"what": "checking shapes and ops in B's install"})
+    note("modules", {"what": "feeding A's inputs to B's modules; shapes and ops in B's install"})
     check = _load_json(run_probe(tap_b, "check", {**spec_b, "batch": first["batch"], "detail": detail},
                                  os.path.join(work, "check-b.json"), timeout=timeout))
     result["same_inputs"] = check["same_inputs"]
     result["layers"] = check["layers"]
+    result["injected"] = mark_comparable(check["injected"], da["batches"][first["batch"]], db["batches"][first["batch"]])
     result["shapes"] = shape_summary(check["variants"], first["width"], first["rows"])
     result["op"] = op_summary(check)
     result["summary"] = summary_line(result)
     return result
+
+
+def _signature(c: dict) -> tuple:
+    return (tuple(map(tuple, c["shapes"])), tuple(sorted(c["kw"])) if c.get("kw") is not None else None)
+
+
+def mark_comparable(injected: list[dict], calls_a: list[dict], calls_b: list[dict]) -> list[dict]:
+    """A module fed A's inputs means something only if both installs call it the same way: another
+    transformers release may pass the attention mask by keyword, in another form, or not at all."""
+    sig_a = {(c["name"], c["call"]): _signature(c) for c in calls_a}
+    sig_b = {(c["name"], c["call"]): _signature(c) for c in calls_b}
+    for entry in injected:
+        a, b = sig_a.get((entry["module"], entry["call"])), sig_b.get((entry["module"], entry["call"]))
+        positional_differ = a is None or b is None or a[0] != b[0]
+        keywords_differ = a is not None and b is not None and a[1] is not None and b[1] is not None and a[1] != b[1]
+        entry["comparable"] = not (positional_differ or keywords_differ or entry.get("dropped_kwargs"))
+        if not entry["comparable"]:
+            entry["why_not"] = ("the two installs call it with different inputs: "
+                                f"A {_describe_sig(a)}, B {_describe_sig(b)}"
+                                + (f"; B does not accept {', '.join(entry['dropped_kwargs'])}"
+                                   if entry.get("dropped_kwargs") else ""))
+    return injected
+
+
+def _describe_sig(sig: tuple | None) -> str:
+    if sig is None:
+        return "no such call"
+    shapes, kw = sig
+    text = f"{len(shapes)} positional tensor(s) {', '.join(str(list(x)) for x in shapes) or ''}".rstrip()
+    return text + (f" + keywords {', '.join(kw)}" if kw else "")
+
+
+def same_install(tap_a: str, tap_b: str) -> bool:
+    (pa, ea), (pb, eb) = interpreter(tap_a), interpreter(tap_b)
+    return os.path.realpath(pa) == os.path.realpath(pb) and ea.get("PYTHONPATH") == eb.get("PYTHONPATH")
+
+
+def encoder_shape_study(tap_a, tap_b, spec, spec_b, batch, work, timeout, note) -> dict:
+    """The root batch re-encoded at other widths and row counts, in B and (another install) in A."""
+    note("modules", {"what": f"encoding batch {batch} at other shapes in B's install"})
+    sb = _load_json(run_probe(tap_b, "shapes", {**spec_b, "batch": batch}, os.path.join(work, "shapes-b.json"),
+                              timeout=timeout))
+    sa = None
+    if not same_install(tap_a, tap_b):
+        note("modules", {"what": f"encoding batch {batch} at other shapes in A's install"})
+        sa = _load_json(run_probe(tap_a, "shapes", {**spec, "batch": batch}, os.path.join(work, "shapes-a.json"),
+                                  timeout=timeout))
+    digests_a = {v["label"]: v["digest"] for v in sa["variants"]} if sa else {}
+    rows = []
+    for v in sb["variants"]:
+        rows.append({"batch": v["rows"], "width": v["width"], "max_abs": v["max_abs"],
+                     "changes_output": bool(v["n_unequal"]), "n_unequal": v["n_unequal"], "numel": v["numel"],
+                     "installs_agree": (digests_a.get(v["label"]) == v["digest"]) if sa else None})
+    agree = [r["installs_agree"] for r in rows if r["installs_agree"] is not None]
+    verdict = None
+    if agree:
+        verdict = "no shape" if all(agree) else ("any input" if not any(agree) else "some shapes")
+    return {"batch": batch, "rows": sb["rows"], "width": sb["width"], "variants": rows, "installs_disagree": verdict}
 
 
 def shape_summary(variants: list[dict], width: int, rows: int) -> dict | None:
@@ -188,6 +249,20 @@ def op_summary(check: dict) -> dict:
 
 def module_label(name: str) -> str:
     return name or "ColBERT.doc (mask and normalisation)"
+
+
+def public_lists(m: dict | None) -> dict[str, Any]:
+    """The three lists explain's JSON names at its top level (null when the module level did not run)."""
+    if m is None:
+        return {"modules": None, "shape_sensitivity": None, "ops": None}
+    modules = [{"name": x["module"], "cls": x["cls"], "call": x["call"], "max_abs": x["max_abs"],
+                "mean_abs": x["mean_abs"], "count": x["n_unequal"]}
+               for x in m.get("injected") or [] if x.get("equal") is False and x.get("comparable", True)]
+    shapes = [{k: v[k] for k in ("batch", "width", "max_abs", "changes_output", "installs_agree")}
+              for v in (m.get("encoder_shapes") or {}).get("variants", [])]
+    ops = [{"op": o["op"], "inputs": o["inputs"], "max_abs": o.get("max_abs"), "count": o.get("n_unequal")}
+           for o in ((m.get("op") or {}).get("ops") or []) if o.get("equal") is False]
+    return {"modules": modules, "shape_sensitivity": shapes, "ops": ops}
 
 
 def summary_line(r: dict) -> str:

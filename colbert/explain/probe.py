@@ -11,7 +11,10 @@ what it saw; the explaining process compares the two sides (colbert/explain/modu
            digests of the module on narrower/wider widths and fewer rows, and every aten op the module
            runs itself (ops of its child modules excluded), with inputs, strides and outputs.
   check    (B's side) reads A's detail, runs the same module, shapes and ops on A's inputs, and writes
-           JSON: per-layer max |a-b|, the shapes that differ, the first op that differs.
+           JSON: per-layer max |a-b|, each probed module fed A's inputs, the shapes that differ, the first
+           op that differs.
+  shapes   one batch re-encoded at other padded widths and row counts: each passage's own tokens
+           against the batch as it ran, with a digest per shape for comparing installs.
 
 Runs on every supported torch (1.13.1 on): hooks without kwargs, TorchDispatchMode, weights_only files.
 """
@@ -201,6 +204,38 @@ def layer_names(enc: DocEncoder) -> list[str]:
     return names + [""]
 
 
+PROBED = {"embeddings", "attention", "intermediate", "output", "LayerNorm"}
+
+
+def probed_names(enc: DocEncoder) -> list[str]:
+    """Modules fed A's inputs one by one in B: embeddings; each layer's attention, intermediate and
+    output sublayers; every LayerNorm; the projection; ColBERT.doc itself ("")."""
+    return [name for name, _ in enc.named_modules()
+            if name.split(".")[-1] in PROBED or name == "colbert.linear" or name == ""]
+
+
+class InputRecorder:
+    """Inputs (positional and keyword) and output of every call of the named modules, in completion order."""
+
+    def __init__(self, enc: DocEncoder, names: list[str]):
+        self.calls: list[dict] = []
+        self._count: dict[str, int] = {}
+        modules = dict(enc.named_modules())
+        self._handles = [add_hook(modules[n], self._hook(n)) for n in names]
+
+    def _hook(self, name: str):
+        def hook(mod, inputs, kwargs, output):
+            n = self._count.get(name, 0)
+            self._count[name] = n + 1
+            self.calls.append({"name": name, "call": n, "cls": type(mod).__name__, "inputs": pack(list(inputs)),
+                               "kwargs": pack(dict(kwargs)), "output": pack(tensors_of(output))})
+        return hook
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
 def shape_variants(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     """The input at other padded widths (cut, or extended with its own columns) and with fewer rows."""
     if x.dim() != 3:
@@ -313,9 +348,11 @@ def cmd_detail(spec: dict) -> dict:
     module = dict(enc.named_modules())[name]
     keep = set(layer_names(enc))
     rec = CallRecorder(enc, keep=keep)
+    fed = InputRecorder(enc, probed_names(enc))
     with torch.no_grad():
         enc(*batch)
     rec.close()
+    fed.close()
     variants = []
     tensor_inputs = [x for x in inputs if isinstance(x, torch.Tensor)]
     if len(inputs) == 1 and not kwargs and tensor_inputs and tensor_inputs[0].is_floating_point():
@@ -330,7 +367,19 @@ def cmd_detail(spec: dict) -> dict:
         ops, ops_error = [], f"{type(e).__name__}: {e}"
     return {"torch": str(torch.__version__), "module": name, "call": call, "cls": type(module).__name__,
             "inputs": pack(list(inputs)), "kwargs": pack(kwargs), "output": pack(tensors_of(output)), "layers": rec.kept,
-            "variants": variants, "ops": ops, "ops_error": ops_error}
+            "variants": variants, "ops": ops, "ops_error": ops_error, "injections": fed.calls}
+
+
+def accepted_kwargs(module: nn.Module, kwargs: dict) -> tuple[dict, list[str]]:
+    """A's keyword inputs that B's module accepts; another transformers release may pass others
+    (e.g. cache arguments, None here). Returns (kwargs, names dropped)."""
+    import inspect
+
+    params = inspect.signature(module.forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs, []
+    kept = {k: v for k, v in kwargs.items() if k in params}
+    return kept, sorted(k for k in kwargs if k not in params)
 
 
 def cmd_check(spec: dict) -> dict:
@@ -342,7 +391,8 @@ def cmd_check(spec: dict) -> dict:
     module = dict(enc.named_modules())[a["module"]]
     a_out = unpack(a["output"])
     try:
-        inputs, kwargs = tuple(unpack(a["inputs"])), unpack(a["kwargs"])
+        inputs = tuple(unpack(a["inputs"]))
+        kwargs, _ = accepted_kwargs(module, unpack(a["kwargs"]))
         with torch.no_grad():
             own = tensors_of(module(*inputs, **kwargs))
         same_inputs = {"equal": all(bits_equal(x, y) for x, y in zip(own, a_out)) and len(own) == len(a_out),
@@ -373,6 +423,28 @@ def cmd_check(spec: dict) -> dict:
             for v in a["variants"]:
                 d = [tensor_digest(t) for t in tensors_of(module(mine[v["label"]]))]
                 variants.append({"label": v["label"], "shape": v["shape"], "equal": d == v["digest"]})
+    injected = []
+    modules_b = dict(enc.named_modules())
+    for c in a.get("injections") or []:
+        entry = {"module": c["name"], "call": c["call"], "cls": c["cls"]}
+        try:
+            module_b = modules_b[c["name"]]
+            kwargs_b, dropped = accepted_kwargs(module_b, unpack(c["kwargs"]))
+            if dropped:
+                entry["dropped_kwargs"] = dropped
+            with torch.no_grad():
+                mine = tensors_of(module_b(*unpack(c["inputs"]), **kwargs_b))
+            theirs = unpack(c["output"])
+            first_b, first_a = (mine[0], theirs[0]) if mine and theirs else (None, None)
+            entry.update(equal=len(mine) == len(theirs) and all(bits_equal(x, y) for x, y in zip(mine, theirs)),
+                         max_abs=None if first_a is None else max_abs(first_a, first_b),
+                         mean_abs=None if first_a is None or first_a.shape != first_b.shape
+                         else float((first_a.double() - first_b.double()).abs().mean()),
+                         n_unequal=None if first_a is None else n_unequal(first_a, first_b),
+                         numel=None if first_a is None else first_a.numel())
+        except Exception as e:  # e.g. keyword inputs an old torch's hooks did not see
+            entry.update(equal=None, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        injected.append(entry)
     ops = []
     for i, op in enumerate(a["ops"]):
         entry = {"index": i, "op": op["op"], "inputs": op["shapes"]}
@@ -393,18 +465,59 @@ def cmd_check(spec: dict) -> dict:
         own_sequence = None
     return {"torch": str(torch.__version__), "module": a["module"], "call": a["call"], "cls": a["cls"],
             "torch_a": a["torch"], "same_inputs": same_inputs, "layers": layers, "variants": variants, "ops": ops,
+            "injected": injected,
             "ops_error": a["ops_error"], "sequence_a": [o["op"] for o in a["ops"]], "sequence_b": own_sequence}
 
 
+def encoder_variants(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> list[tuple[str, int, int, tuple]]:
+    """The batch at other padded widths (from its longest passage to W+8; padding added or dropped only)
+    and with fewer rows: (label, rows, width, (ids, mask))."""
+    rows, width = ids.shape
+    longest = int(mask.sum(dim=1).max())
+    out = []
+    for w in range(longest, width + 9):
+        if w <= width:
+            v = (ids[:, :w].contiguous(), mask[:, :w].contiguous())
+        else:
+            extra = w - width
+            v = (torch.cat([ids, torch.full((rows, extra), pad_id, dtype=ids.dtype)], dim=1),
+                 torch.cat([mask, torch.zeros((rows, extra), dtype=mask.dtype)], dim=1))
+        out.append((f"width {w}", rows, w, v))
+    r = 1
+    while r < rows:
+        out.append((f"rows {r}", r, width, (ids[:r].contiguous(), mask[:r].contiguous())))
+        r *= 2
+    return out
+
+
+def cmd_shapes(spec: dict) -> dict:
+    """The root batch encoded at other shapes: each passage's own tokens against the batch as it ran."""
+    enc = load_encoder(spec)
+    ids, mask = load_batches(spec)[spec["batch"]]
+    lengths = mask.sum(dim=1).tolist()
+    with torch.no_grad():
+        ref = enc(ids, mask)
+    out = []
+    for label, rows, width, (v_ids, v_mask) in encoder_variants(ids, mask, enc.colbert.pad_token):
+        with torch.no_grad():
+            d = enc(v_ids, v_mask)
+        mine = torch.cat([d[i, :lengths[i]] for i in range(rows)])
+        theirs = torch.cat([ref[i, :lengths[i]] for i in range(rows)])
+        out.append({"label": label, "rows": rows, "width": width, "digest": tensor_digest(mine),
+                    "max_abs": max_abs(mine, theirs), "n_unequal": n_unequal(mine, theirs), "numel": mine.numel()})
+    return {"torch": str(torch.__version__), "batch": spec["batch"], "rows": int(ids.shape[0]),
+            "width": int(ids.shape[1]), "variants": out}
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("digests", "detail", "check"):
-        print("usage: python -m colbert.explain.probe digests|detail|check SPEC.json", file=sys.stderr)
+    if len(argv) != 2 or argv[0] not in ("digests", "detail", "check", "shapes"):
+        print("usage: python -m colbert.explain.probe digests|detail|check|shapes SPEC.json", file=sys.stderr)
         return 2
     with open(argv[1], encoding="utf-8") as f:
         spec = json.load(f)
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
-    result = {"digests": cmd_digests, "detail": cmd_detail, "check": cmd_check}[argv[0]](spec)
+    result = {"digests": cmd_digests, "detail": cmd_detail, "check": cmd_check, "shapes": cmd_shapes}[argv[0]](spec)
     out = spec["out"]
     tmp = out + ".tmp"
     if argv[0] == "detail":

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 
-from colbert.compare.render import _clean, _md_table, fmt_num
+from colbert.compare.render import _clean, _md_table, capture_table, fmt_num, render_in
 from colbert.explain.chain import NOT_IMPLEMENTED, Explanation, Step, upstream_of
 from colbert.explain.modules import compact, module_label
 
@@ -18,7 +17,36 @@ NOT_IMPLEMENTED_TEXT = "Not implemented yet: " + ", ".join(NOT_IMPLEMENTED) + ".
 LAYER_COLUMNS = ("module (batch of the first difference)", "bit-identical", "elements differing", "max |a−b|",
                  "mean |a−b|")
 OP_COLUMNS = ("#", "aten op (A's inputs, replayed in B)", "inputs", "bit-identical", "max |a−b|")
+FED_COLUMNS = ("module fed A's inputs in B", "class", "elements differing", "max |a−b|", "mean |a−b|")
 MAX_OPS_SHOWN = 12
+
+
+def _shape_text(study: dict | None) -> str | None:
+    if not study:
+        return None
+    vs = study["variants"]
+    widths = [v for v in vs if v["batch"] == study["rows"]]
+    rows = [v for v in vs if v["width"] == study["width"] and v["batch"] != study["rows"]]
+    changed_w = [v["width"] for v in widths if v["changes_output"]]
+    changed_r = [v["batch"] for v in rows if v["changes_output"]]
+    worst = max((v["max_abs"] or 0.0 for v in vs), default=0.0)
+    text = (f"Shape sensitivity of the encoder: batch {study['batch']} ({study['rows']} passages, padded width "
+            f"{study['width']}) re-encoded at widths {compact([v['width'] for v in widths])} and with "
+            f"{compact([v['batch'] for v in rows]) or 'no fewer'} rows. In B, each passage's own embeddings change at "
+            f"widths {compact(changed_w) or 'none'} and row counts {compact(changed_r) or 'none'}"
+            + (f" (max |a−b| {fmt_num(worst)})" if worst else "") + ".")
+    verdict = study.get("installs_disagree")
+    if verdict == "any input":
+        text += " The two installs disagree at every shape tried (any input)."
+    elif verdict == "some shapes":
+        text += (" The two installs disagree only at some shapes: widths "
+                 + (compact([v["width"] for v in widths if v["installs_agree"] is False]) or "none")
+                 + " and row counts " + (compact([v["batch"] for v in rows if v["installs_agree"] is False]) or "none")
+                 + "; they agree at widths " + (compact([v["width"] for v in widths if v["installs_agree"]]) or "none")
+                 + ".")
+    elif verdict == "no shape":
+        text += " The two installs agree at every shape tried."
+    return text
 
 
 def _module_text(ex: Explanation) -> list[str]:
@@ -30,6 +58,20 @@ def _module_text(ex: Explanation) -> list[str]:
            f"A's batches (padded widths {', '.join(map(str, m['widths']))}); batches with a differing module: "
            + (", ".join(map(str, m["batches_differing"])) or "none") + "."]
     out.append(m["summary"][0].upper() + m["summary"][1:] + ".")
+    fed = m.get("injected") or []
+    if fed:
+        usable = [x for x in fed if x.get("comparable", True)]
+        differ = [x for x in usable if x.get("equal") is False]
+        failed = [x for x in usable if x.get("equal") is None]
+        apart = [x for x in fed if not x.get("comparable", True)]
+        out.append(f"Fed A's recorded inputs one by one, {len(differ)} of {len(usable)} probed modules of B give "
+                   f"different outputs" + (f" (first: {module_label(differ[0]['module'])})" if differ else "")
+                   + (f"; {len(failed)} could not be re-run ({failed[0].get('error')})" if failed else "")
+                   + (f"; {len(apart)} not compared, because {apart[0]['why_not']} ({module_label(apart[0]['module'])}"
+                      + (f" and {len(apart) - 1} more" if len(apart) > 1 else "") + ")" if apart else "") + ".")
+    shape = _shape_text(m.get("encoder_shapes"))
+    if shape:
+        out.append(shape)
     same = m.get("same_inputs")
     if same is not None and same.get("error"):
         out.append(f"That module could not be re-run in B on A's recorded inputs: {same['error']}.")
@@ -40,7 +82,7 @@ def _module_text(ex: Explanation) -> list[str]:
                       f"{fmt_num(same['max_abs'])})") + ".")
     s = m.get("shapes")
     if s:
-        out.append(f"Shape sensitivity at {s['rows']} rows: padded widths that change its bits "
+        out.append(f"That module on A's input cut or extended, at {s['rows']} rows: padded widths that change its bits "
                    f"{compact(s['widths_differ']) or 'none'}; that do not {compact(s['widths_match']) or 'none'}. "
                    f"At width {s['width']}, row counts that change its bits {compact(s['rows_differ']) or 'none'}; "
                    f"that do not {compact(s['rows_match']) or 'none'}.")
@@ -60,6 +102,15 @@ def layer_rows(ex: Explanation) -> list[list[str]]:
         differ = "" if r["n_unequal"] is None else f"{r['n_unequal']:,} / {r['numel']:,}"
         rows.append([module_label(r["module"]), "✓" if r["equal"] else "✗", differ, fmt_num(r["max_abs"]),
                      fmt_num(r["mean_abs"])])
+    return rows
+
+
+def fed_rows(ex: Explanation) -> list[list[str]]:
+    rows = []
+    for r in (ex.modules or {}).get("injected") or []:
+        if r.get("equal") is False and r.get("comparable", True):
+            differ = "" if r["n_unequal"] is None else f"{r['n_unequal']:,} / {r['numel']:,}"
+            rows.append([module_label(r["module"]), r["cls"], differ, fmt_num(r["max_abs"]), fmt_num(r["mean_abs"])])
     return rows
 
 
@@ -144,6 +195,8 @@ def render_markdown(ex: Explanation) -> str:
         lines += ["", "### Below the stage level", ""] + [x for t in below for x in (t, "")]
     if layer_rows(ex):
         lines += _md_table(list(LAYER_COLUMNS), layer_rows(ex)) + [""]
+    if fed_rows(ex):
+        lines += _md_table(list(FED_COLUMNS), fed_rows(ex)) + [""]
     if op_rows(ex):
         lines += _md_table(list(OP_COLUMNS), op_rows(ex)) + [""]
     lines += ["", f"_{NOT_IMPLEMENTED_TEXT}_", ""]
@@ -183,7 +236,7 @@ def print_table(ex: Explanation, console=None) -> None:
         console.print(f"replays kept under {ex.work}", highlight=False)
     for text in _module_text(ex):
         console.print(text, highlight=False)
-    for columns, rows in ((LAYER_COLUMNS, layer_rows(ex)), (OP_COLUMNS, op_rows(ex))):
+    for columns, rows in ((LAYER_COLUMNS, layer_rows(ex)), (FED_COLUMNS, fed_rows(ex)), (OP_COLUMNS, op_rows(ex))):
         if rows:
             t = Table(header_style="bold")
             for c in columns:
@@ -195,18 +248,38 @@ def print_table(ex: Explanation, console=None) -> None:
 
 
 def render_table(ex: Explanation, width: int = 200) -> str:
-    from rich.console import Console
+    return capture_table(print_table, ex, width)
 
-    buf = io.StringIO()
-    print_table(ex, Console(file=buf, width=width, color_system=None, force_terminal=False))
-    return buf.getvalue()
+
+def plot_modules(ex: Explanation, path: str) -> str:
+    """Per-module drift: max |a−b| of each layer in the natural run and of each probed module fed A's inputs."""
+    from colbert.utils.plots import pyplot, save_figure
+
+    plt = pyplot()
+    m = ex.modules or {}
+    layers = m.get("layers") or []
+    fed = [r for r in m.get("injected") or [] if r.get("max_abs") is not None and r.get("comparable", True)]
+    if not layers and not fed:
+        raise ValueError("nothing to plot: the module level found no differing module"
+                         + (f" ({ex.modules_note})" if ex.modules_note else ""))
+    fig, axes = plt.subplots(1 + bool(fed), 1, figsize=(11, 3.2 + 0.18 * len(fed)), squeeze=False)
+    panels = [(layers, "natural run (each side its own inputs)")] + ([(fed, "fed A's inputs in B")] if fed else [])
+    for ax, (rows, title) in zip(axes[:, 0], panels):
+        names = [module_label(r["module"]).replace("colbert.model.", "").replace("encoder.", "") for r in rows]
+        values = [max(r["max_abs"] or 0.0, 1e-12) for r in rows]
+        ax.barh(range(len(rows)), values, color=["#c44e52" if (r["max_abs"] or 0) > 0 else "#55a868" for r in rows])
+        ax.set_yticks(range(len(rows)), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("max |a−b| (log scale)")
+        ax.set_title(title, fontsize=9)
+    f = m.get("first") or {}
+    fig.suptitle(f"torch {m.get('torch_a')} (A) vs {m.get('torch_b')} (B): first module "
+                 f"{module_label(f.get('module', '')) if f else 'none'}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def render(ex: Explanation, fmt: str) -> str:
-    if fmt == "markdown":
-        return render_markdown(ex)
-    if fmt == "json":
-        return render_json(ex)
-    if fmt == "table":
-        return render_table(ex)
-    raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    return render_in(fmt, {"table": lambda: render_table(ex), "markdown": lambda: render_markdown(ex),
+                           "json": lambda: render_json(ex)})

@@ -56,10 +56,6 @@ def ensure_index(workdir: str, checkpoint: str, nbits: int, doc_maxlen: int, lim
     return out, time.time() - t0
 
 
-def as_str_ranking(data) -> dict:
-    return {str(q): [(str(p), r, s) for p, r, s in items] for q, items in data.items()}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default=os.path.join(REPO, "experiments", "search_quality"))
@@ -69,7 +65,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from colbert.evaluation import drift_report, evaluate, load_qrels, load_queries, write_ranking
+    from colbert.evaluation import drift_report, evaluate, load_qrels, load_queries, ranking_data, write_ranking
     from colbert.search.exhaustive import ExhaustiveSearcher
     from colbert.searcher import Searcher
 
@@ -78,7 +74,7 @@ def main(argv=None) -> int:
     index_path, index_s = ensure_index(args.workdir, checkpoint, args.nbits, args.doc_maxlen, args.limit)
     with open(os.path.join(index_path, "metadata.json")) as f:
         meta = json.load(f)
-    queries = {int(q): t for q, t in load_queries(os.path.join(VASWANI, "queries.tsv")).items()}
+    queries = load_queries(os.path.join(VASWANI, "queries.tsv"), integer_ids=True)
     qrels = load_qrels(os.path.join(VASWANI, "qrels.tsv"))
 
     runs, seconds = {}, {}
@@ -86,12 +82,12 @@ def main(argv=None) -> int:
                      ("PLAID, k=10 settings (ncells 1, ndocs 256)", 10)):
         searcher = Searcher(index=index_path, checkpoint=checkpoint, verbose=0)  # a fresh one: k fixes settings
         t0 = time.perf_counter()
-        runs[label] = as_str_ranking(searcher.search_all(queries, k=k).data)
+        runs[label] = ranking_data(searcher.search_all(queries, k=k).data)
         seconds[label] = time.perf_counter() - t0
     label = "exhaustive MaxSim, k=100"
     exhaustive = ExhaustiveSearcher(index_path, checkpoint=checkpoint)
     t0 = time.perf_counter()
-    runs[label] = as_str_ranking(exhaustive.search_all(queries, k=100).data)
+    runs[label] = ranking_data(exhaustive.search_all(queries, k=100).data)
     seconds[label] = time.perf_counter() - t0
 
     for i, (label, data) in enumerate(runs.items()):

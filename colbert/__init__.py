@@ -2,6 +2,9 @@
 
 __version__ = "0.1.0"
 
+# the `colbert` logger's default handler: upstream's `[time] #>` lines on stdout (colbert/utils/logs.py)
+from colbert.utils import logs as _logs  # noqa: E402,F401
+
 
 def __getattr__(name):
     # Lazy, so that `import colbert` (e.g. for the CLI's --help) does not import torch/transformers.

@@ -50,7 +50,9 @@ def _human_bytes(n: float) -> str:
 def describe_index(index_path: str) -> str:
     import ujson
 
-    with open(os.path.join(index_path, "metadata.json")) as f:
+    from colbert.indexing.index_files import METADATA
+
+    with open(os.path.join(index_path, METADATA)) as f:
         meta = ujson.load(f)
     cfg = meta["config"]
     files = sorted(os.listdir(index_path))
@@ -161,8 +163,7 @@ def _demo_search(index_path: str, checkpoint: str, collection, full: bool) -> No
 
     t0 = time.time()
     ranking = searcher.search_all({q: t for q, t in queries.items()}, k=100)
-    data_ranking = {str(q): [(str(p), r, s) for p, r, s in rows] for q, rows in ranking.data.items()}
-    result = evaluate(data_ranking, load_qrels(os.path.join(data, "qrels.tsv")))
+    result = evaluate(ranking, load_qrels(os.path.join(data, "qrels.tsv")))
     print(f"\n{len(queries)} queries searched in {time.time() - t0:.1f} s: "
           + ", ".join(f"{k} {v:.4f}" for k, v in result.aggregate.items()))
 
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stages)
 
     from colbert.evaluation.cli import add_evaluate_parser
-    from colbert.search.search_cli import add_search_parser
+    from colbert.search_cli import add_search_parser
 
     add_search_parser(sub)
     add_evaluate_parser(sub)

@@ -3,18 +3,50 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 
 from colbert.indexing.collection import Collection
+from colbert.indexing.index_files import METADATA
 from colbert.infra.config import ColBERTConfig, RunConfig
 from colbert.infra.launcher import launch
 from colbert.infra.run import Run
 from colbert.infra.validation import check_index_name, check_index_run
+from colbert.utils.logs import progress_level
+
+log = logging.getLogger(__name__)
 
 OVERWRITE_MODES = (True, False, "reuse", "resume", "force_silent_overwrite")
 
 
 class Indexer:
+    """Builds a PLAID index of a collection, writing colbert-ai 0.2.22's files bit for bit.
+
+    Parameters
+    ----------
+    checkpoint
+        A ColBERT checkpoint: a folder or a Hugging Face name (e.g. "colbert-ir/colbertv2.0").
+    config
+        A ColBERTConfig (nbits, doc_maxlen, kmeans_niters, ...), merged over the checkpoint's own
+        settings and under the `Run()` context's.
+    verbose
+        Upstream's verbosity: above 1 the "#> Overwriting ..." line is logged at INFO, else at DEBUG.
+
+    Examples
+    --------
+    >>> from colbert import Indexer
+    >>> from colbert.infra import ColBERTConfig, Run, RunConfig
+    >>> with Run().context(RunConfig(nranks=1, experiment="demo")):
+    ...     indexer = Indexer(checkpoint="colbert-ir/colbertv2.0", config=ColBERTConfig(nbits=2))
+    ...     path = indexer.index(name="demo.2bits", collection=["a passage", "another one"], overwrite=True)
+    >>> path  # doctest: +SKIP
+    '.../experiments/demo/indexes/demo.2bits'
+
+    `collection` is a .tsv path, a list of passages or a `Collection`; `overwrite` is one of
+    OVERWRITE_MODES (False refuses an existing index; "reuse" keeps a complete one; "resume"
+    finishes an interrupted run). With COLBERT_TAP set, every artifact is saved or swapped (docs/tap.md).
+    """
+
     def __init__(self, checkpoint, config=None, verbose: int = 3):
         self.index_path = None
         self.verbose = verbose
@@ -34,21 +66,17 @@ class Indexer:
         """Removes the files an index run writes (*.pt, JSON named *metadata*, *doclen*, *plan*, and the
         collection fingerprint of an unfinished run)."""
         assert self.index_path is not None
-        from colbert.indexing.fingerprint import FINGERPRINT_FILE
+        from colbert.indexing import index_files as files
 
-        deleted = []
         # glob's "*" skips dot-files, so the fingerprint sidecar is named explicitly
         names = glob.glob(os.path.join(self.index_path, "*"))
-        names += glob.glob(os.path.join(self.index_path, FINGERPRINT_FILE))
-        for filename in sorted(names):
-            base = os.path.basename(filename)
-            if (base.endswith(".pt") or base == FINGERPRINT_FILE
-                    or (base.endswith(".json") and any(w in base for w in ("metadata", "doclen", "plan")))):
-                deleted.append(filename)
-        # metadata.json first, so that an interrupted erase never leaves an index that looks complete.
-        deleted.sort(key=lambda f: os.path.basename(f) != "metadata.json")
-        if deleted and not force_silent and self.verbose > 1:
-            print(f"#> Overwriting {len(deleted)} file(s) of the existing index at {self.index_path}")
+        names += glob.glob(os.path.join(self.index_path, files.FINGERPRINT))
+        deleted = [f for f in sorted(names) if files.erased_by_overwrite(os.path.basename(f))]
+        # the metadata first, so that an interrupted erase never leaves an index that looks complete
+        deleted.sort(key=lambda f: os.path.basename(f) != files.METADATA)
+        if deleted and not force_silent:
+            log.log(progress_level(self.verbose > 1), "#> Overwriting %d file(s) of the existing index at %s",
+                    len(deleted), self.index_path)
         for filename in deleted:
             os.remove(filename)
         return deleted
@@ -95,7 +123,7 @@ class Indexer:
         os.makedirs(self.index_path, exist_ok=True)
         if exists and overwrite in (True, "force_silent_overwrite"):
             self.erase(force_silent=overwrite == "force_silent_overwrite")
-        if exists and overwrite == "reuse" and os.path.exists(os.path.join(self.index_path, "metadata.json")):
+        if exists and overwrite == "reuse" and os.path.exists(os.path.join(self.index_path, METADATA)):
             return self.index_path
         self._launch(casted)
         return self.index_path

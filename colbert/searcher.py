@@ -26,6 +26,7 @@ a bare `save` writes to `<index_path>/tap/search/`. One `search_all` call is one
 
 from __future__ import annotations
 
+import logging
 import numbers
 import os
 
@@ -40,6 +41,9 @@ from colbert.search.index_scorer import IndexScorer
 from colbert.search.queries import Queries
 from colbert.search.ranking import Ranking
 from colbert.tap import tap
+from colbert.utils.logs import progress_level
+
+log = logging.getLogger(__name__)
 
 
 def plaid_defaults(k: int) -> tuple[int, float, int]:
@@ -68,6 +72,36 @@ def _check_queries(queries: list) -> None:
 
 
 class Searcher:
+    """Searches an index with PLAID, returning colbert-ai 0.2.22's rankings.
+
+    Parameters
+    ----------
+    index
+        The index name (joined to `index_root`) or its folder.
+    checkpoint
+        A checkpoint name or folder, or a `Checkpoint` already loaded; None: the one in the index's
+        metadata.json.
+    collection
+        The passages (a .tsv path or a list), so that results can be mapped back to text.
+    config
+        A ColBERTConfig (ncells, centroid_score_threshold, ndocs, ...) over the index's settings.
+    index_root
+        Where `index` lives; default: the `Run()` context's `<root>/<experiment>/indexes/`.
+    verbose
+        Above 1 "#> Loading index ..." is logged at INFO, else at DEBUG.
+
+    Examples
+    --------
+    >>> from colbert import Searcher
+    >>> searcher = Searcher(index="/path/to/experiments/demo/indexes/demo.2bits")
+    >>> pids, ranks, scores = searcher.search("what is a passage?", k=3)
+    >>> ranking = searcher.search_all({1: "first query", 2: "second query"}, k=10)
+    >>> ranking.todict()[1][:1]  # doctest: +SKIP
+    [(0, 1, 21.5)]
+
+    See the module docstring for the PLAID defaults and the documented differences from upstream.
+    """
+
     def __init__(self, index, checkpoint=None, collection=None, config=None, index_root=None, verbose: int = 3):
         from colbert.modeling.checkpoint import Checkpoint
 
@@ -83,7 +117,9 @@ class Searcher:
             model = None
         self.checkpoint = checkpoint or self.index_config.checkpoint
         if not self.checkpoint:
-            raise ValueError(f"index {self.index}: metadata.json names no checkpoint; pass checkpoint=")
+            from colbert.indexing.index_files import METADATA
+
+            raise ValueError(f"index {self.index}: {METADATA} names no checkpoint; pass checkpoint=")
         self.checkpoint_config = ColBERTConfig.load_from_checkpoint(self.checkpoint)
         self.config = ColBERTConfig.from_existing(self.checkpoint_config, self.index_config, initial_config)
         # before the model loads: a checkpoint already in memory was checked when it loaded
@@ -98,8 +134,7 @@ class Searcher:
                                                                      verbose=self.verbose)
         if self.use_gpu:
             self.checkpoint = self.checkpoint.cuda()
-        if self.verbose > 1:
-            print(f"#> Loading index {self.index}", flush=True)
+        log.log(progress_level(self.verbose > 1), "#> Loading index %s", self.index)
         self.ranker = IndexScorer(load_index(self.index, use_gpu=self.use_gpu,
                                              mmap=bool(self.config.load_index_with_mmap)), use_gpu=self.use_gpu)
 

@@ -2,20 +2,8 @@
 // colbert_tap_cuda when JIT-built).  Built only when torch has CUDA.
 #include <torch/extension.h>
 
-// setup.py passes these as bare tokens (-DCOLBERT_TAP_TORCH_VERSION=2.13.0+cpu):
-// quoted string macros do not survive the shell quoting of a ninja build.
-#define COLBERT_TAP_STR_(x) #x
-#define COLBERT_TAP_STR(x) COLBERT_TAP_STR_(x)
-#ifdef COLBERT_TAP_SOURCE_HASH
-#define COLBERT_TAP_SOURCE_HASH_STR COLBERT_TAP_STR(COLBERT_TAP_SOURCE_HASH)
-#else
-#define COLBERT_TAP_SOURCE_HASH_STR ""
-#endif
-#ifdef COLBERT_TAP_TORCH_VERSION
-#define COLBERT_TAP_TORCH_VERSION_STR COLBERT_TAP_STR(COLBERT_TAP_TORCH_VERSION)
-#else
-#define COLBERT_TAP_TORCH_VERSION_STR ""
-#endif
+#include "build_info.h"
+
 // What setup.py built for (TORCH_CUDA_ARCH_LIST with '_' for ';', "visible" when
 // torch took the visible GPUs'); empty in a JIT build, which targets the visible GPUs.
 #ifdef COLBERT_TAP_CUDA_ARCHS

@@ -1,4 +1,5 @@
 #include "colbert_tap.h"
+#include "residual_codec.h"
 
 #include <ATen/Parallel.h>
 
@@ -42,38 +43,36 @@ struct Codec {
   ByteTable table;
 };
 
-Codec check_codec(const torch::Tensor& residuals, const torch::Tensor& centroids,
-                  const torch::Tensor& bucket_weights, int64_t nbits, const char* what) {
-  check_cpu(residuals, what, "residuals");
-  check_cpu(centroids, what, "centroids");
-  check_cpu(bucket_weights, what, "bucket_weights");
-  TORCH_CHECK(nbits == 1 || nbits == 2 || nbits == 4 || nbits == 8, what,
-              ": nbits must be 1, 2, 4 or 8, got ", nbits);
-  TORCH_CHECK(centroids.dim() == 2 && centroids.scalar_type() == torch::kFloat, what,
-              ": centroids must be a 2-D float32 tensor [centroids, dim], got ", centroids.dim(),
-              "-D ", centroids.scalar_type());
-  TORCH_CHECK(bucket_weights.dim() == 1 && bucket_weights.scalar_type() == torch::kFloat, what,
-              ": bucket_weights must be a 1-D float32 tensor, got ", bucket_weights.dim(), "-D ",
-              bucket_weights.scalar_type());
-  TORCH_CHECK(bucket_weights.size(0) == (int64_t{1} << nbits), what, ": bucket_weights has ",
-              bucket_weights.size(0), " entries; nbits=", nbits, " needs ", (int64_t{1} << nbits));
-  TORCH_CHECK(residuals.dim() == 2 && residuals.scalar_type() == torch::kByte, what,
-              ": residuals must be a 2-D uint8 tensor, got ", residuals.dim(), "-D ",
-              residuals.scalar_type());
-  const int64_t dim = centroids.size(1);
-  TORCH_CHECK(dim % 8 == 0, what, ": dim must be a multiple of 8, got ", dim);
-  TORCH_CHECK(residuals.size(1) * 8 == dim * nbits, what, ": residual rows have ",
-              residuals.size(1), " bytes; dim=", dim, " at nbits=", nbits, " needs ",
-              dim * nbits / 8);
-  Codec c;
-  c.centroids = centroids.data_ptr<float>();
-  c.weights = bucket_weights.data_ptr<float>();
-  c.ncentroids = centroids.size(0);
-  c.dim = dim;
-  c.packed_dim = residuals.size(1);
+// The checked, contiguous inputs of one decompression call; the Codec points
+// into these tensors, so they live as long as it does.
+struct Inputs {
+  at::Tensor codes, residuals, centroids, weights;
+  Codec codec;
+};
+
+Inputs check_inputs(const torch::Tensor& codes_in, const torch::Tensor& residuals_in,
+                    const torch::Tensor& centroids_in, const torch::Tensor& bucket_weights_in,
+                    int64_t nbits, const char* what) {
+  check_cpu(codes_in, what, "codes");
+  check_cpu(residuals_in, what, "residuals");
+  check_cpu(centroids_in, what, "centroids");
+  check_cpu(bucket_weights_in, what, "bucket_weights");
+  check_residual_layout(codes_in, residuals_in, centroids_in, bucket_weights_in, nbits, what);
+  TORCH_CHECK(centroids_in.scalar_type() == torch::kFloat, what,
+              ": centroids must be float32, got ", centroids_in.scalar_type());
+  TORCH_CHECK(bucket_weights_in.scalar_type() == torch::kFloat, what,
+              ": bucket_weights must be float32, got ", bucket_weights_in.scalar_type());
+  Inputs in{codes_in.contiguous(), residuals_in.contiguous(), centroids_in.contiguous(),
+            bucket_weights_in.contiguous(), Codec{}};
+  Codec& c = in.codec;
+  c.centroids = in.centroids.data_ptr<float>();
+  c.weights = in.weights.data_ptr<float>();
+  c.ncentroids = in.centroids.size(0);
+  c.dim = in.centroids.size(1);
+  c.packed_dim = in.residuals.size(1);
   c.per_byte = 8 / nbits;
   c.table = make_byte_table(nbits);
-  return c;
+  return in;
 }
 
 inline bool decode_row(const Codec& c, int64_t code, const uint8_t* packed, float* out) {
@@ -124,28 +123,14 @@ torch::Tensor decode(const Codec& c, const torch::Tensor& codes, const torch::Te
   return out;
 }
 
-void check_codes(const torch::Tensor& codes, const char* what) {
-  check_cpu(codes, what, "codes");
-  TORCH_CHECK(codes.dim() == 1, what, ": codes must be 1-D, got ", codes.dim(), "-D");
-  TORCH_CHECK(codes.scalar_type() == torch::kInt || codes.scalar_type() == torch::kLong, what,
-              ": codes must be int32 or int64, got ", codes.scalar_type());
-}
-
 }  // namespace
 
 torch::Tensor decompress_rows(const torch::Tensor& codes_in, const torch::Tensor& residuals_in,
                               const torch::Tensor& centroids_in,
                               const torch::Tensor& bucket_weights_in, int64_t nbits) {
   const char* what = "decompress_rows";
-  check_codes(codes_in, what);
-  const auto residuals = residuals_in.contiguous();
-  const auto centroids = centroids_in.contiguous();
-  const auto weights = bucket_weights_in.contiguous();
-  const Codec c = check_codec(residuals, centroids, weights, nbits, what);
-  TORCH_CHECK(codes_in.size(0) == residuals.size(0), what, ": ", codes_in.size(0),
-              " codes but ", residuals.size(0), " residual rows");
-  const auto codes = codes_in.contiguous();
-  const int64_t n = codes.size(0);
+  const Inputs in = check_inputs(codes_in, residuals_in, centroids_in, bucket_weights_in, nbits, what);
+  const int64_t n = in.codes.size(0);
   // Blocks of rows so the parallel loop has units of useful size.
   const int64_t block = 256;
   std::vector<int64_t> start, count;
@@ -153,7 +138,7 @@ torch::Tensor decompress_rows(const torch::Tensor& codes_in, const torch::Tensor
     start.push_back(s);
     count.push_back(std::min(block, n - s));
   }
-  return decode(c, codes, residuals, start, count, start, n);
+  return decode(in.codec, in.codes, in.residuals, start, count, start, n);
 }
 
 torch::Tensor decompress_residuals(const torch::Tensor& pids_in, const torch::Tensor& doclens_in,
@@ -170,18 +155,10 @@ torch::Tensor decompress_residuals(const torch::Tensor& pids_in, const torch::Te
               doclens_in.scalar_type());
   const int64_t ndocs_total = doclens_in.size(0);
   check_offsets(offsets_in, ndocs_total, what);
-  check_codes(codes_in, what);
-  const auto residuals = residuals_in.contiguous();
-  const auto centroids = centroids_in.contiguous();
-  const auto weights = bucket_weights_in.contiguous();
-  const Codec c = check_codec(residuals, centroids, weights, nbits, what);
-  // The index pads codes/residuals with extra rows; only equal counts matter.
-  TORCH_CHECK(codes_in.size(0) == residuals.size(0), what, ": ", codes_in.size(0),
-              " codes but ", residuals.size(0), " residual rows");
-  const auto codes = codes_in.contiguous();
+  const Inputs in = check_inputs(codes_in, residuals_in, centroids_in, bucket_weights_in, nbits, what);
   const auto doclens = doclens_in.contiguous();
   const auto offsets = offsets_in.contiguous();
-  const int64_t nrows = codes.size(0);
+  const int64_t nrows = in.codes.size(0);
   const int64_t* off = offsets.data_ptr<int64_t>();
   const int64_t* len = doclens.data_ptr<int64_t>();
 
@@ -201,7 +178,7 @@ torch::Tensor decompress_residuals(const torch::Tensor& pids_in, const torch::Te
     dst_start[i] = total;
     total += len[p];
   }
-  return decode(c, codes, residuals, src_start, count, dst_start, total);
+  return decode(in.codec, in.codes, in.residuals, src_start, count, dst_start, total);
 }
 
 }  // namespace colbert_tap

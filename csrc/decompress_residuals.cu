@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "residual_codec.h"
+
 namespace colbert_tap {
 namespace {
 
@@ -41,6 +43,17 @@ __global__ void decompress_rows_kernel(const code_t* __restrict__ codes,
   out[idx] = static_cast<scalar_t>(sum);
 }
 
+// One launch per (float type, code type) pair the dispatch below selects.
+template <typename scalar_t, typename code_t>
+void launch(int64_t blocks, int threads, cudaStream_t stream, const at::Tensor& codes,
+            const at::Tensor& residuals, const at::Tensor& centroids, const at::Tensor& weights,
+            int64_t nbits, at::Tensor& out) {
+  decompress_rows_kernel<scalar_t, code_t><<<static_cast<unsigned int>(blocks), threads, 0, stream>>>(
+      codes.data_ptr<code_t>(), residuals.data_ptr<uint8_t>(), centroids.data_ptr<scalar_t>(),
+      weights.data_ptr<scalar_t>(), codes.size(0), static_cast<int>(centroids.size(1)),
+      static_cast<int>(nbits), static_cast<int>(residuals.size(1)), out.data_ptr<scalar_t>());
+}
+
 }  // namespace
 
 at::Tensor decompress_rows_cuda(const at::Tensor& codes_in, const at::Tensor& residuals_in,
@@ -54,32 +67,13 @@ at::Tensor decompress_rows_cuda(const at::Tensor& codes_in, const at::Tensor& re
                   codes_in.device() == centroids_in.device() &&
                   codes_in.device() == weights_in.device(),
               what, ": all tensors must be on the same device");
-  TORCH_CHECK(nbits == 1 || nbits == 2 || nbits == 4 || nbits == 8, what,
-              ": nbits must be 1, 2, 4 or 8, got ", nbits);
-  TORCH_CHECK(codes_in.dim() == 1 && (codes_in.scalar_type() == at::kInt ||
-                                      codes_in.scalar_type() == at::kLong),
-              what, ": codes must be a 1-D int32 or int64 tensor, got ", codes_in.dim(), "-D ",
-              codes_in.scalar_type());
-  TORCH_CHECK(centroids_in.dim() == 2 && (centroids_in.scalar_type() == at::kHalf ||
-                                          centroids_in.scalar_type() == at::kFloat),
-              what, ": centroids must be a 2-D float16 or float32 tensor, got ",
-              centroids_in.dim(), "-D ", centroids_in.scalar_type());
-  TORCH_CHECK(weights_in.dim() == 1 && weights_in.scalar_type() == centroids_in.scalar_type(),
-              what, ": bucket_weights must be 1-D with the centroids' dtype ",
-              centroids_in.scalar_type(), ", got ", weights_in.dim(), "-D ",
-              weights_in.scalar_type());
-  TORCH_CHECK(weights_in.size(0) == (int64_t{1} << nbits), what, ": bucket_weights has ",
-              weights_in.size(0), " entries; nbits=", nbits, " needs ", (int64_t{1} << nbits));
-  TORCH_CHECK(residuals_in.dim() == 2 && residuals_in.scalar_type() == at::kByte, what,
-              ": residuals must be a 2-D uint8 tensor, got ", residuals_in.dim(), "-D ",
-              residuals_in.scalar_type());
+  check_residual_layout(codes_in, residuals_in, centroids_in, weights_in, nbits, what);
+  TORCH_CHECK(centroids_in.scalar_type() == at::kHalf || centroids_in.scalar_type() == at::kFloat,
+              what, ": centroids must be float16 or float32, got ", centroids_in.scalar_type());
+  TORCH_CHECK(weights_in.scalar_type() == centroids_in.scalar_type(), what,
+              ": bucket_weights must have the centroids' dtype ", centroids_in.scalar_type(),
+              ", got ", weights_in.scalar_type());
   const int64_t dim = centroids_in.size(1);
-  TORCH_CHECK(dim % 8 == 0, what, ": dim must be a multiple of 8, got ", dim);
-  TORCH_CHECK(residuals_in.size(1) * 8 == dim * nbits, what, ": residual rows have ",
-              residuals_in.size(1), " bytes; dim=", dim, " at nbits=", nbits, " needs ",
-              dim * nbits / 8);
-  TORCH_CHECK(codes_in.size(0) == residuals_in.size(0), what, ": ", codes_in.size(0),
-              " codes but ", residuals_in.size(0), " residual rows");
 
   const c10::cuda::CUDAGuard guard(codes_in.device());
   const auto codes = codes_in.contiguous();
@@ -104,19 +98,9 @@ at::Tensor decompress_rows_cuda(const at::Tensor& codes_in, const at::Tensor& re
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(centroids.scalar_type(), "decompress_rows_cuda", [&] {
     if (codes.scalar_type() == at::kInt) {
-      decompress_rows_kernel<scalar_t, int32_t><<<static_cast<unsigned int>(blocks), threads, 0,
-                                                   stream>>>(
-          codes.data_ptr<int32_t>(), residuals.data_ptr<uint8_t>(),
-          centroids.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(), nrows,
-          static_cast<int>(dim), static_cast<int>(nbits), static_cast<int>(residuals.size(1)),
-          out.data_ptr<scalar_t>());
+      launch<scalar_t, int32_t>(blocks, threads, stream, codes, residuals, centroids, weights, nbits, out);
     } else {
-      decompress_rows_kernel<scalar_t, int64_t><<<static_cast<unsigned int>(blocks), threads, 0,
-                                                   stream>>>(
-          codes.data_ptr<int64_t>(), residuals.data_ptr<uint8_t>(),
-          centroids.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(), nrows,
-          static_cast<int>(dim), static_cast<int>(nbits), static_cast<int>(residuals.size(1)),
-          out.data_ptr<scalar_t>());
+      launch<scalar_t, int64_t>(blocks, threads, stream, codes, residuals, centroids, weights, nbits, out);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

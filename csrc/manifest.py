@@ -22,7 +22,7 @@ CUDA_SOURCES = [
     "decompress_residuals.cu",
     "packbits.cu",
 ]
-HEADERS = ["colbert_tap.h"]
+HEADERS = ["build_info.h", "colbert_tap.h", "residual_codec.h"]
 
 CXX_FLAGS = ["-O3"]
 NVCC_FLAGS = ["-O3"]

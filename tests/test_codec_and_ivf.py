@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from colbert.indexing.codecs.residual_codec import (ResidualCodec, decompression_lookup_table, pack_bits_msb_first,
-                                                    reversed_bit_map)
+from colbert.indexing.codecs.residual_bits import byte_buckets, pack_bits
+from colbert.indexing.codecs.residual_codec import ResidualCodec
 from colbert.indexing.ivf import build_ivf, optimize_ivf
 from colbert.infra import ColBERTConfig
 
@@ -41,18 +41,19 @@ def test_binarize_layout_and_round_trip(nbits):
 
 @pytest.mark.parametrize("nbits", [1, 2, 4, 8])
 def test_lookup_tables(nbits):
-    rb = reversed_bit_map(nbits)
-    for b in (0, 1, 0b10110010, 255):
+    # byte_buckets replaces upstream's two tables (reversed bits per group, then base-2**nbits digits);
+    # each row must be those two steps composed: the byte's nbits-wide groups in order, each read LSB first
+    table = byte_buckets(nbits)
+    assert table.shape == (256, 8 // nbits) and table.dtype == torch.uint8
+    for b in range(256):
         groups = [format(b, "08b")[i:i + nbits] for i in range(0, 8, nbits)]
-        assert format(int(rb[b]), "08b") == "".join(g[::-1] for g in groups)
-    table = decompression_lookup_table(nbits)
-    assert table.shape == (256, 8 // nbits)
+        assert table[b].tolist() == [int(g[::-1], 2) for g in groups], b
     assert table[255].tolist() == [2 ** nbits - 1] * (8 // nbits) and table[0].tolist() == [0] * (8 // nbits)
 
 
 def test_pack_bits_msb_first():
     bits = torch.tensor([1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 1, 1, 1, 1], dtype=torch.uint8)
-    assert pack_bits_msb_first(bits).tolist() == [129, 127]
+    assert pack_bits(bits).tolist() == [129, 127]
 
 
 def test_ivf_matches_per_centroid_unique():

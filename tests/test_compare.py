@@ -322,6 +322,35 @@ def test_tuple_elements_and_structure_mismatch(tmp_path, capsys):
     assert rows["batches_sample_0.pt[2][0]"]["status"] == "only_b"
 
 
+def test_markdown_gives_one_row_per_artifact_unless_detail(tmp_path, capsys):
+    make_tap(tmp_path / "a")
+
+    def drift(st):  # one of batches' four tensors moves; an extra (D, mask) pair only B has
+        b = [list(p) for p in st["batches_sample_0"]]
+        b[1][0] = b[1][0] + 1e-2
+        st["batches_sample_0"] = [tuple(p) for p in b] + [(torch.zeros(1, 5, 16), torch.ones(1, 5, 1, dtype=torch.bool))]
+
+    make_tap(tmp_path / "b", edit=drift)
+    report = compare_runs(tmp_path / "a", tmp_path / "b")
+    element_rows = [r for r in report.rows if r.name.startswith("batches_sample_0.pt[")]
+    assert len(element_rows) == 6
+    summary = render_markdown(report)
+    batch_lines = [line for line in summary.splitlines() if line.startswith("| ") and "batches_sample_0.pt" in line]
+    assert len(batch_lines) == 1
+    cells = [c.strip() for c in _cells(batch_lines[0])]
+    assert cells[1:4] == ["batches", "batches_sample_0.pt", "list"]
+    assert cells[5:7] == ["4 elements", "6 elements"]
+    assert "3/6 elements match" in cells[-1] and "first: [1][0]" in cells[-1]
+    assert cells[7] == "✗ 3/6"  # the default profile: the drifted tensor and B's extra pair fail it
+    # every other artifact is one file with one value: the same row either way
+    table_rows = [line for line in summary.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+    assert len(table_rows) == len(report.rows) - len(element_rows) + 1
+    detail = render_markdown(report, detail=True)
+    assert len([line for line in detail.splitlines() if line.startswith("| ") and "batches_sample_0.pt[" in line]) == 6
+    main([str(tmp_path / "a"), str(tmp_path / "b"), "--format", "markdown", "--detail"])
+    assert capsys.readouterr().out == detail
+
+
 def test_corrupt_file_is_an_error_row_and_the_rest_continues(tmp_path, capsys):
     make_index(tmp_path / "a")
     make_index(tmp_path / "b")
@@ -431,7 +460,8 @@ def test_markdown_is_a_valid_pipe_table(tmp_path, capsys):
 
     make_tap(tmp_path / "b", edit=drift, layers=3)
     out = tmp_path / "cmp.md"
-    code = main([str(tmp_path / "a"), str(tmp_path / "b"), "--format", "markdown", "-o", str(out), "--layers"])
+    code = main([str(tmp_path / "a"), str(tmp_path / "b"), "--format", "markdown", "-o", str(out), "--layers",
+                 "--detail"])
     assert code == 1
     text = out.read_text()
     lines = text.splitlines()

@@ -107,6 +107,28 @@ def test_segmented_maxsim_noncontiguous_scores(native):
                        reference.segmented_maxsim(scores.contiguous(), lengths))
 
 
+@pytest.mark.parametrize("nq", [1, 7, 32, 33])
+def test_segmented_maxsim_is_the_searchers_old_reduction_bit_for_bit(native, nq):
+    # The CPU Searcher's exact scores come from this kernel; before, they came from these two torch ops
+    # (which match colbert-ai's). Any other summation order is a few ULPs off on some documents.
+    lengths = torch.randint(0, 180, (500,), generator=gen(21), dtype=torch.int64)
+    scores = torch.rand(int(lengths.sum()), nq, generator=gen(22)) * 2 - 1
+    old = reference._segment_max(scores, lengths, 0.0).sum(-1)
+    assert torch.equal(native.segmented_maxsim(scores, lengths), old)
+    token_order = reference._sum_over_tokens(reference._segment_max(scores, lengths, 0.0))
+    if nq >= 32:  # the order matters: a token-by-token loop differs somewhere
+        assert not torch.equal(token_order, old)
+
+
+def test_segmented_maxsim_keeps_nan(native):
+    # A NaN similarity must reach the search's finite-score check, as scatter_reduce's amax lets it.
+    lengths = torch.tensor([3, 2], dtype=torch.int64)
+    scores = torch.ones(5, 4)
+    scores[1, 2] = float("nan")
+    got = native.segmented_maxsim(scores, lengths)
+    assert torch.isnan(got[0]) and got[1] == 4.0
+
+
 # ---------------------------------------------------------------------------
 # segmented_lookup
 

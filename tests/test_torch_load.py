@@ -6,7 +6,8 @@ import pickle
 import pytest
 import torch
 
-from colbert.tap.validate import load_artifact, to_saveable
+from colbert.tap.kinds import to_saveable
+from colbert.tap.validate import load_artifact
 from colbert.tap.errors import TapUnsafeError
 from colbert.utils import torch_load
 from colbert.utils.torch_load import load_restricted, safe_load

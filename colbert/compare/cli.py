@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--atol", type=float, help="absolute tolerance of the 'custom' profile")
     parser.add_argument("--rtol", type=float, help="relative tolerance of the 'custom' profile")
     parser.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("--detail", action="store_true",
+                        help="markdown: one row per element of a tuple or list artifact (default: one row per "
+                             "artifact, saying how many of its elements match)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the output to FILE instead of stdout")
     parser.add_argument("--layers", action="store_true",
                         help="add a per-layer table of mean/max |a-b| over encoder_layers captures")
@@ -78,14 +81,14 @@ def run(args: argparse.Namespace) -> int:
         try:
             # parents are created, as `search --out` does
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(args.output, render(report, args.format))
+            atomic_write_text(args.output, render(report, args.format, args.detail))
         except OSError as e:
             print(f"colbert-tap compare: error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
             return 2
     elif args.format == "table":
         print_table(report)
     else:
-        sys.stdout.write(render(report, args.format))
+        sys.stdout.write(render(report, args.format, args.detail))
     return report.exit_code
 
 

@@ -19,11 +19,9 @@ from colbert.compare.report import DIFFERS, DOWNSTREAM_TEXT, ERROR, MATCH, ONLY_
 from colbert.compare.semantic import (Semantic, compare_codes, compare_ivf_sets, compare_json, compare_number_lists,
                                       compare_residuals, compare_sets)
 from colbert.compare.tolerances import Profile, resolve_profiles
-from colbert.tap.stages import downstream, match_stages
+from colbert.indexing import index_files as files
+from colbert.tap.stages import artifact_filename, downstream, get_stage, match_stages
 
-SET_STAGES = {"sample_pids"}
-IVF_STAGES = {"ivf": ("ivf_lengths", "embedding id"), "pid_ivf": ("pid_ivf_lengths", "pid")}
-CODE_STAGES = {"codes", "presort_codes"}
 PROGRESS_MIN_BYTES = 256 << 20
 
 
@@ -73,7 +71,7 @@ class _Side:
         return self._nbits
 
     def _find_nbits(self) -> int | None:
-        for name in ("metadata.json", "plan.json", "manifest.json", "tap/manifest.json"):
+        for name in (files.METADATA, files.PLAN, "manifest.json", "tap/manifest.json"):
             p = self.layout.root / name
             if p.is_file():
                 try:
@@ -212,8 +210,12 @@ def _mark_downstream(report: Report) -> None:
 
 
 def _add_notes(report: Report) -> None:
-    codes_differ = [r for r in report.rows if r.stage == "codes" and r.status == DIFFERS]
-    ivf_rows = [r for r in report.rows if r.stage == "pid_ivf" and r.compared]
+    # the index's codes against the index's per-centroid pid lists (what search reads)
+    def indexed(r: Row, how: str) -> bool:
+        return r.stage is not None and get_stage(r.stage).compare == how and get_stage(r.stage).index_file is not None
+
+    codes_differ = [r for r in report.rows if indexed(r, "codes") and r.status == DIFFERS]
+    ivf_rows = [r for r in report.rows if indexed(r, "ivf") and r.compared]
     if codes_differ and ivf_rows and all(r.status == MATCH for r in ivf_rows):
         report.notes.append("codes differ but every centroid holds the same set of pids in the ivf: "
                             "search sees the same candidate passages")
@@ -250,6 +252,7 @@ def _compare_pair(art_a: Artifact | None, art_b: Artifact | None, side_a: _Side,
         return [_json_row(art, art_a, art_b, va, vb, opts)]
     if art.kind == "file":
         return [_file_row(art, art_a, art_b, opts)]
+    pair = _Pair(art_a, art_b, side_a, side_b, opts, advance)
     la, lb = leaves(va), leaves(vb)
     da = {p: (v, inside) for p, v, inside in la}
     db = {p: (v, inside) for p, v, inside in lb}
@@ -266,7 +269,7 @@ def _compare_pair(art_a: Artifact | None, art_b: Artifact | None, side_a: _Side,
             continue
         (x, inside), (y, _) = da[path], db[path]
         try:
-            _compare_leaf(row, art_a, art_b, x, y, inside, side_a, side_b, opts, advance)
+            _compare_leaf(row, x, y, inside, pair)
         except Exception as e:  # a value we could not compare must not stop the run
             row.status, row.error = ERROR, f"comparing {art.display}{path}: {type(e).__name__}: {e}"
             row.verdicts = {p.name: None for p in opts.profiles}
@@ -305,57 +308,95 @@ def _set_verdicts(row: Row, opts: Options, ok: bool) -> None:
     row.status = MATCH if ok else DIFFERS
 
 
-def _compare_leaf(row: Row, art_a: Artifact, art_b: Artifact, x: Any, y: Any, inside: bool, side_a: _Side,
-                  side_b: _Side, opts: Options, advance: Callable[[int], None]) -> None:
-    stage = row.stage
+@dataclass
+class _Pair:
+    """One pair of artifacts being compared: both sides (companion stages are read from them) and the options."""
+
+    art_a: Artifact
+    art_b: Artifact
+    side_a: _Side
+    side_b: _Side
+    opts: Options
+    advance: Callable[[int], None]
+
+    def companions(self, stage: str, ctx: dict) -> tuple[Any, Any]:
+        """Each side's value of `stage` at the same chunk (e.g. the doclens beside a chunk's codes)."""
+        key = artifact_filename(stage, chunk=ctx.get("chunk"))[: -len(".pt")]
+        return self.side_a.companion(key, self.art_a.source), self.side_b.companion(key, self.art_b.source)
+
+
+def _compare_leaf(row: Row, x: Any, y: Any, inside: bool, pair: _Pair) -> None:
+    """Judge one leaf the way its stage's `compare` says (colbert/tap/stages.py COMPARISONS)."""
+    stage = get_stage(row.stage) if row.stage else None
+    how = stage.compare if stage else "exact"
     row.kind = leaf_kind(x, inside)
     _describe(row, x, "a")
     _describe(row, y, "b")
     # a set of pids, a list of pids and a tensor of pids are the same sample: no dtype verdict
-    if stage in SET_STAGES or isinstance(x, (set, frozenset)) or isinstance(y, (set, frozenset)):
+    if how == "set" or isinstance(x, (set, frozenset)) or isinstance(y, (set, frozenset)):
         sem = compare_sets(x, y)
-        _apply_semantic(row, sem, opts, decides=True)
+        _apply_semantic(row, sem, pair.opts, decides=True)
         row.n_total = sem.details["size_a"]
         row.n_diff = sem.details["only_a"] + sem.details["only_b"]
         return
-
     dtype_ok = row.dtype_a == row.dtype_b
     if not dtype_ok:
         row.notes.append(f"dtype {row.dtype_a} vs {row.dtype_b}")
-
     if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
-        if stage in IVF_STAGES:
-            len_key, what = IVF_STAGES[stage]
-            la, lb = side_a.companion(len_key, art_a.source), side_b.companion(len_key, art_b.source)
-            if isinstance(la, torch.Tensor) and isinstance(lb, torch.Tensor):
-                sem = compare_ivf_sets(x.reshape(-1), la, y.reshape(-1), lb, what, opts.chunk_elems)
-                _apply_semantic(row, sem, opts, decides=True, also=dtype_ok)
-                if x.shape == y.shape:
-                    st = compare_tensors(x, y, opts.profiles, opts.chunk_elems)
-                    row.n_total, row.n_diff = st.n_total, st.n_diff
-                return
-            row.notes.append(f"no {len_key} on both sides: compared as a plain tensor")
-        if x.shape != y.shape:
-            row.notes.append(f"shape {row.shape_a} vs {row.shape_b}")
-            _set_verdicts(row, opts, False)
-            return
-        st = compare_tensors(x, y, opts.profiles, opts.chunk_elems, advance)
-        _apply_stats(row, st, opts, dtype_ok)
-        if stage in CODE_STAGES and not st.is_float:
-            doclens = None
-            if stage == "codes":
-                chunk = row.ctx.get("chunk")
-                da = side_a.companion(f"doclens_{chunk}", art_a.source)
-                db = side_b.companion(f"doclens_{chunk}", art_b.source)
-                if is_number_seq(da) and list(da) == list(db or []):
-                    doclens = [int(v) for v in da]
-            row.semantic = compare_codes(x, y, doclens, st.n_diff, opts.chunk_elems).text
-        elif stage == "residuals" and x.dtype == torch.uint8 and y.dtype == torch.uint8:
-            nbits = side_a.nbits if side_a.nbits == side_b.nbits else None
-            sem = compare_residuals(x, y, nbits, opts.chunk_elems)
-            row.semantic, row.details = sem.text, {**row.details, **sem.details}
-        return
+        _compare_tensors(row, x, y, stage, how, dtype_ok, pair)
+    else:
+        _compare_values(row, x, y, stage, dtype_ok, pair.opts)
 
+
+def _compare_tensors(row: Row, x: torch.Tensor, y: torch.Tensor, stage, how: str, dtype_ok: bool,
+                     pair: _Pair) -> None:
+    opts = pair.opts
+    if how == "ivf":
+        la, lb = pair.companions(stage.companion, row.ctx)
+        if isinstance(la, torch.Tensor) and isinstance(lb, torch.Tensor):
+            sem = compare_ivf_sets(x.reshape(-1), la, y.reshape(-1), lb, stage.unit, opts.chunk_elems)
+            _apply_semantic(row, sem, opts, decides=True, also=dtype_ok)
+            if x.shape == y.shape:
+                st = compare_tensors(x, y, opts.profiles, opts.chunk_elems)
+                row.n_total, row.n_diff = st.n_total, st.n_diff
+            return
+        row.notes.append(f"no {stage.companion} on both sides: compared as a plain tensor")
+    if x.shape != y.shape:
+        row.notes.append(f"shape {row.shape_a} vs {row.shape_b}")
+        _set_verdicts(row, opts, False)
+        return
+    st = compare_tensors(x, y, opts.profiles, opts.chunk_elems, pair.advance)
+    _apply_stats(row, st, opts, dtype_ok)
+    explain = _EXPLAIN_EQUAL_SHAPES.get(how)
+    if explain is not None:
+        explain(row, x, y, st, stage, pair)
+
+
+def _explain_codes(row: Row, x: torch.Tensor, y: torch.Tensor, st, stage, pair: _Pair) -> None:
+    if st.is_float:
+        return
+    doclens = None
+    if stage.companion is not None:
+        da, db = pair.companions(stage.companion, row.ctx)
+        if is_number_seq(da) and list(da) == list(db or []):
+            doclens = [int(v) for v in da]
+    row.semantic = compare_codes(x, y, doclens, st.n_diff, pair.opts.chunk_elems).text
+
+
+def _explain_residuals(row: Row, x: torch.Tensor, y: torch.Tensor, st, stage, pair: _Pair) -> None:
+    if x.dtype != torch.uint8 or y.dtype != torch.uint8:
+        return
+    a, b = pair.side_a.nbits, pair.side_b.nbits
+    sem = compare_residuals(x, y, a if a == b else None, pair.opts.chunk_elems)
+    row.semantic, row.details = sem.text, {**row.details, **sem.details}
+
+
+# What a comparison kind adds once two same-shaped tensors have been compared element by element.
+_EXPLAIN_EQUAL_SHAPES = {"codes": _explain_codes, "residuals": _explain_residuals}
+
+
+def _compare_values(row: Row, x: Any, y: Any, stage, dtype_ok: bool, opts: Options) -> None:
+    """Leaves that are not two tensors: numbers, lists of numbers, and anything else by equality."""
     if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
         row.notes.append(f"type {describe_type(x)} vs {describe_type(y)}")
         _set_verdicts(row, opts, False)
@@ -363,8 +404,7 @@ def _compare_leaf(row: Row, art_a: Artifact, art_b: Artifact, x: Any, y: Any, in
 
     if is_number_seq(x) and is_number_seq(y):
         if all(isinstance(v, int) for v in list(x) + list(y)):
-            sem = compare_number_lists(list(x), list(y), "passages" if stage in ("doclens", "local_sample_doclens")
-                                       else "elements")
+            sem = compare_number_lists(list(x), list(y), stage.unit if stage else "elements")
             _apply_semantic(row, sem, opts, decides=True)
             row.n_total = sem.details.get("n_total")
             row.n_diff = sem.details.get("n_diff")

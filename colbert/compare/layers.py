@@ -48,11 +48,9 @@ def aggregate_layers(rows, profile_names: list[str]) -> list[dict]:
 
 
 def plot_layers(layers: list[dict], out: str | Path, title: str = "") -> Path:
-    import matplotlib
+    from colbert.utils.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     xs = [e["layer"] for e in layers]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     positive = [v for e in layers for v in (e["mean_abs"], e["max_abs"]) if v]
@@ -76,7 +74,4 @@ def plot_layers(layers: list[dict], out: str | Path, title: str = "") -> Path:
     if not positive:
         ax.text(0.5, 0.5, "identical at every layer", transform=ax.transAxes, ha="center")
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return Path(save_figure(fig, out, dpi=120))

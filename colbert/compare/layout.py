@@ -3,8 +3,9 @@
 A run is a tap folder, an index folder (colbert-ai 0.2.22 layout), or an index folder holding `tap/`.
 Tap file names are parsed against the stage registry (colbert/tap/stages.py) and accepted only if
 `artifact_filename` gives the same name back, so the registry stays the one source of naming.
-Index files are mapped onto the stage they hold, so a tap `codes_0.pt` and an index `0.codes.pt`
-share the key `codes_0` and can be paired when one side has only one of them.
+Index files are mapped onto the stage they hold (the registry's `Stage.index_file`; the names are
+colbert/indexing/index_files.py's), so a tap `codes_0.pt` and the index's chunk-0 codes file share
+the key `codes_0` and can be paired when one side has only one of them.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from colbert.tap.stages import STAGES, artifact_filename, stage_index
+from colbert.indexing import index_files as files
+from colbert.tap.stages import STAGES, artifact_filename, get_stage, index_stages, stage_index
 
 # Names used in the maintainer's hand-made taps (torch.save lines added to upstream) for stages the registry names differently.
 ALIASES = {"sampled_pids": "sample_pids"}
 
-INDEX_MARKERS = ("plan.json", "metadata.json", "ivf.pid.pt", "buckets.pt")
 SOURCE_RANK = {"tap": 0, "index": 1, "other": 2}
 GROUP_STAGE, GROUP_OTHER_PT, GROUP_JSON, GROUP_FILE = 0, 1, 2, 3
 
@@ -54,11 +55,11 @@ class Artifact:
 
 def _json_position(name: str) -> int:
     """Index JSON in the order upstream writes it: plan (setup), chunk metadata (index), metadata (finalize)."""
-    if name == "plan.json":
+    if name == files.PLAN:
         return 0
-    if re.fullmatch(r"\d+\.metadata\.json", name):
+    if (files.parse(name) or ("", None))[0] == files.CHUNK_METADATA:
         return 1
-    return {"metadata.json": 2, "manifest.json": 3}.get(name, 4)
+    return {files.METADATA: 2, "manifest.json": 3}.get(name, 4)
 
 
 def _natural(s: str) -> tuple:
@@ -115,38 +116,34 @@ def parse_tap_name(filename: str) -> tuple[str, dict] | None:
     return max(hits, key=lambda h: len(h[0]))
 
 
-_INDEX_CHUNK = [
-    (re.compile(r"(\d+)\.codes\.pt"), "codes", "pt"),
-    (re.compile(r"(\d+)\.residuals\.pt"), "residuals", "pt"),
-    (re.compile(r"doclens\.(\d+)\.json"), "doclens", "doclens"),
-]
-_INDEX_TUPLES = {"buckets.pt": ("bucket_cutoffs", "bucket_weights"), "ivf.pid.pt": ("pid_ivf", "pid_ivf_lengths")}
-_INDEX_SINGLE = {"centroids.pt": "centroids", "avg_residual.pt": "avg_residual"}
+def _held_by_index_file() -> dict[str, list[str]]:
+    """index file name or per-chunk template -> the stages it holds, in element order."""
+    held: dict[str, list[str]] = {}
+    for name in index_stages():
+        held.setdefault(get_stage(name).index_file, []).append(name)
+    for stages in held.values():
+        stages.sort(key=lambda n: get_stage(n).index_element or 0)
+    return held
+
+
+_HELD = _held_by_index_file()
 
 
 def _index_artifacts(path: Path, rel: str) -> list[Artifact] | None:
-    name = path.name
-    if name in _INDEX_TUPLES:
-        return [Artifact(stage, path, "index", "pt", stage, i, {}, rel) for i, stage in enumerate(_INDEX_TUPLES[name])]
-    if name in _INDEX_SINGLE:
-        st = _INDEX_SINGLE[name]
-        return [Artifact(st, path, "index", "pt", st, None, {}, rel)]
-    for rx, stage, kind in _INDEX_CHUNK:
-        m = rx.fullmatch(name)
-        if m:
-            chunk = int(m.group(1))
-            return [Artifact(f"{stage}_{chunk}", path, "index", kind, stage, None, {"chunk": chunk}, rel)]
-    return None
-
-
-def index_markers(folder: str | Path) -> list[str]:
-    """The files that make `folder` an index folder (empty if none)."""
-    folder = Path(folder)
-    return [m for m in INDEX_MARKERS if (folder / m).exists()] + sorted(p.name for p in folder.glob("*.codes.pt"))
+    parsed = files.parse(path.name)
+    held = _HELD.get(parsed[0]) if parsed else None
+    if not held:
+        return None
+    chunk = parsed[1]
+    kind = "doclens" if path.name.endswith(".json") else "pt"
+    if chunk is not None:
+        (stage,) = held
+        return [Artifact(f"{stage}_{chunk}", path, "index", kind, stage, None, {"chunk": chunk}, rel)]
+    return [Artifact(stage, path, "index", kind, stage, get_stage(stage).index_element, {}, rel) for stage in held]
 
 
 def looks_like_index(folder: Path) -> bool:
-    return bool(index_markers(folder))
+    return bool(files.index_markers(folder))
 
 
 def _run_manifest(folder: Path) -> tuple[dict | None, str | None]:
@@ -288,8 +285,8 @@ def _classify(path: Path, rel: str, in_tap_dir: bool, is_index: bool) -> list[Ar
 
 
 def _json_ctx(name: str) -> dict:
-    m = re.fullmatch(r"(\d+)\.metadata\.json", name)
-    return {"chunk": int(m.group(1))} if m else {}
+    parsed = files.parse(name)
+    return {"chunk": parsed[1]} if parsed and parsed[0] == files.CHUNK_METADATA else {}
 
 
 def pair_artifacts(a: RunLayout, b: RunLayout) -> list[tuple[Artifact | None, Artifact | None]]:

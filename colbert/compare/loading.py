@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from colbert.tap.kinds import SEQUENCES, describe, dtype_name, kind_of, scalar_kind
 from colbert.utils.torch_load import safe_load
 
 
@@ -88,9 +89,10 @@ def load_artifact(art) -> Any:
 
 
 def describe_type(v: Any) -> str:
-    if isinstance(v, torch.Tensor):
-        return f"tensor {str(v.dtype).removeprefix('torch.')} {tuple(v.shape)}"
-    if isinstance(v, (tuple, list)):
+    kind = kind_of(v)
+    if kind == "tensor":
+        return describe(v)
+    if kind in ("list", "tuple"):
         return f"{type(v).__name__} of {len(v)}"
     return type(v).__name__
 
@@ -125,18 +127,17 @@ def leaves(value: Any, path: str = "") -> list[tuple[str, Any, bool]]:
     return out
 
 
+# Numbers are classified by the numbers ABCs (abstract=True): compare reads values it did not make.
 def leaf_kind(v: Any, inside: bool) -> str:
-    if isinstance(v, torch.Tensor):
+    kind = kind_of(v)
+    if kind == "tensor":
         return "tuple element" if inside else "tensor"
-    if isinstance(v, (set, frozenset)):
+    if kind == "set":
         return "set"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, numbers.Integral):
-        return "int"
-    if isinstance(v, numbers.Real):
-        return "float"
-    if isinstance(v, (list, tuple)):
+    scalar = scalar_kind(v, abstract=True)
+    if scalar is not None:
+        return scalar
+    if kind in ("list", "tuple"):
         return "list"
     if isinstance(v, Path):
         return "file"
@@ -144,24 +145,20 @@ def leaf_kind(v: Any, inside: bool) -> str:
 
 
 def leaf_dtype(v: Any) -> str | None:
-    if isinstance(v, torch.Tensor):
-        return str(v.dtype).removeprefix("torch.")
-    if isinstance(v, (set, frozenset, list, tuple)):
+    kind = kind_of(v)
+    if kind == "tensor":
+        return dtype_name(v.dtype)
+    if kind in SEQUENCES:
         kinds = {leaf_kind(x, False) for x in v}
         return next(iter(kinds)) if len(kinds) == 1 else ("mixed" if kinds else None)
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, numbers.Integral):
-        return "int"
-    if isinstance(v, numbers.Real):
-        return "float"
-    return None
+    return scalar_kind(v, abstract=True)
 
 
 def leaf_shape(v: Any) -> str | None:
-    if isinstance(v, torch.Tensor):
+    kind = kind_of(v)
+    if kind == "tensor":
         return "(" + ", ".join(str(s) for s in v.shape) + ("," if v.dim() == 1 else "") + ")"
-    if isinstance(v, (set, frozenset, list, tuple)):
+    if kind in SEQUENCES:
         return f"len {len(v)}"
     if isinstance(v, Path):
         try:

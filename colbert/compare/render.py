@@ -7,10 +7,11 @@ import json
 import math
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
-from colbert.compare.report import DIFFERS, ERROR, MATCH, ONLY_A, ONLY_B, Report, Row
+from colbert.compare.report import DIFFERS, ERROR, MATCH, ONLY_A, ONLY_B, STATUS_TEXT, Report, Row
 from colbert.compare.semantic import pct
+from colbert.tap.stages import get_stage
 
 FORMATS = ("table", "markdown", "json")
 
@@ -103,12 +104,74 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def render_markdown(report: Report) -> str:
+def artifact_groups(rows: list[Row]) -> list[list[Row]]:
+    """The rows of each compared artifact (one file, or one element of an index tuple file): a tuple
+    such as tensorize_output gives one row per element, all with the same key and files."""
+    groups: list[list[Row]] = []
+    for r in rows:
+        if groups and (groups[-1][0].key, groups[-1][0].file_a, groups[-1][0].file_b) == (r.key, r.file_a, r.file_b):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    return groups
+
+
+def _artifact_name(rows: list[Row]) -> str:
+    """The artifact's own name: what its element rows' names (`x.pt[1][0]`, `x.pt[2]`) share."""
+    name = os.path.commonprefix([r.name for r in rows])
+    while name.count("[") > name.count("]"):
+        name = name[:name.rfind("[")]
+    return name
+
+
+def _joined(values) -> str:
+    return ", ".join(dict.fromkeys(v for v in values if v))
+
+
+def summary_cells(i: int, rows: list[Row], report: Report) -> list[str]:
+    """One artifact's row: an element row as it is, or one row for all of a tuple's or list's elements."""
+    if len(rows) == 1:
+        return row_cells(i, rows[0], report)
+    first = rows[0]
+    n, n_match = len(rows), sum(r.status == MATCH for r in rows)
+    kind = get_stage(first.stage).kind if first.stage else "container"
+
+    def verdict(profile: str) -> str:
+        n_ok = sum(bool(r.verdicts.get(profile)) for r in rows)
+        if n_ok == n:
+            return "✓"
+        return "error" if any(r.status == ERROR for r in rows) and not n_ok else f"✗ {n_ok}/{n}"
+
+    def count(side: str) -> str:
+        held = sum(r.status not in ({ONLY_B} if side == "a" else {ONLY_A}) for r in rows)
+        return f"{held} elements"
+
+    floats = [r for r in rows if r.max_abs is not None]
+    max_abs = max((r.max_abs for r in floats), default=None)
+    weighted = [r for r in floats if r.mean_abs is not None and r.n_total]
+    total = sum(r.n_total for r in weighted)
+    mean_abs = sum(r.mean_abs * r.n_total for r in weighted) / total if weighted and total else None
+    details = [f"{n_match}/{n} elements match"]
+    bad = next((r for r in rows if r.status != MATCH), None)
+    if bad is not None:
+        what = details_cell(bad) or STATUS_TEXT[bad.status]
+        details.append(f"first: {bad.name[len(_artifact_name(rows)):] or bad.name} {what}")
+    return ([str(i), first.stage or "", _artifact_name(rows), kind, _joined(dtype_cell(r) for r in rows),
+             count("a"), count("b")] + [verdict(p["name"]) for p in report.profiles]
+            + [fmt_num(max_abs), fmt_num(mean_abs), "; ".join(details)])
+
+
+def render_markdown(report: Report, detail: bool = False) -> str:
+    """A pipe table for a blog post: one row per artifact, or with `detail` one per element."""
     lines = [f"Comparing `{report.a}` (A) with `{report.b}` (B).", ""]
     vl = version_lines(report)
     if vl:
         lines += ["Versions: " + "; ".join(vl) + ".", ""]
-    lines += _md_table(columns(report), [row_cells(i, r, report) for i, r in enumerate(report.rows, 1)])
+    if detail:
+        cells = [row_cells(i, r, report) for i, r in enumerate(report.rows, 1)]
+    else:
+        cells = [summary_cells(i, g, report) for i, g in enumerate(artifact_groups(report.rows), 1)]
+    lines += _md_table(columns(report), cells)
     lines += ["", f"**{report.verdict_line()}**"]
     for n in report.notes:
         lines += ["", f"Note: {n}"]
@@ -185,19 +248,26 @@ def print_table(report: Report, console=None) -> None:
         console.print(lt)
 
 
-def render_table(report: Report, width: int = 200) -> str:
+def capture_table(print_fn: Callable[[Any, Any], None], obj: Any, width: int = 200) -> str:
+    """What `print_fn(obj, console)` prints, as plain text without colour (for -o FILE and tests)."""
     from rich.console import Console
 
     buf = io.StringIO()
-    print_table(report, Console(file=buf, width=width, color_system=None, force_terminal=False))
+    print_fn(obj, Console(file=buf, width=width, color_system=None, force_terminal=False))
     return buf.getvalue()
 
 
-def render(report: Report, fmt: str) -> str:
-    if fmt == "markdown":
-        return render_markdown(report)
-    if fmt == "json":
-        return render_json(report)
-    if fmt == "table":
-        return render_table(report)
-    raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+def render_in(fmt: str, renderers: dict[str, Callable[[], str]]) -> str:
+    """The output of the renderer named `fmt`, or a ValueError listing the formats there are."""
+    if fmt not in renderers:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(renderers)}")
+    return renderers[fmt]()
+
+
+def render_table(report: Report, width: int = 200) -> str:
+    return capture_table(print_table, report, width)
+
+
+def render(report: Report, fmt: str, detail: bool = False) -> str:
+    return render_in(fmt, {"table": lambda: render_table(report), "markdown": lambda: render_markdown(report, detail),
+                           "json": lambda: render_json(report)})

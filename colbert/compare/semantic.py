@@ -2,7 +2,7 @@
 
 * sets (sample_pids): membership, not order;
 * ivf / pid_ivf: per centroid, the set of ids it holds (order inside a centroid and padding carry
-  no meaning: upstream sorts codes with an unstable sort, and pads ivf.pid.pt with zeros);
+  no meaning: upstream sorts codes with an unstable sort, and pads the pid ivf with zeros);
 * residuals: unpacked into nbits bucket indices, so one flipped bit reads as one changed bucket;
 * codes: the fraction of embeddings assigned to another centroid, and whether each passage keeps the
   same multiset of centroids (a reordering inside passages changes codes but not the ivf);
@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from colbert.compare.numeric import DEFAULT_CHUNK_ELEMS, row_blocks
+from colbert.indexing.codecs.residual_bits import unpack_buckets
 
 
 @dataclass
@@ -123,20 +124,6 @@ def _segment_keys(ivf: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tenso
     return keys, keys >> 32
 
 
-def unpack_buckets(packed: torch.Tensor, nbits: int) -> torch.Tensor:
-    """(rows, dim*nbits/8) uint8 -> (rows, dim) bucket indices.
-
-    Upstream's layout: bits of each bucket least-significant first, packed 8 to a byte
-    with the first bit in the most significant position.
-    """
-    rows, nbytes = packed.shape
-    shifts = torch.arange(7, -1, -1, dtype=torch.int32)
-    bits = (packed.to(torch.int32).unsqueeze(-1) >> shifts) & 1  # (rows, nbytes, 8), MSB first
-    bits = bits.reshape(rows, nbytes * 8 // nbits, nbits)
-    weights = (1 << torch.arange(nbits, dtype=torch.int32))
-    return (bits * weights).sum(-1)
-
-
 def compare_residuals(a: torch.Tensor, b: torch.Tensor, nbits: int | None, chunk_elems: int = DEFAULT_CHUNK_ELEMS,
                       advance: Callable[[int], None] | None = None) -> Semantic:
     if a.dim() != 2 or nbits is None or nbits <= 0 or (a.shape[1] * 8) % nbits:
@@ -152,7 +139,8 @@ def compare_residuals(a: torch.Tensor, b: torch.Tensor, nbits: int | None, chunk
         if bool(row_ne.any()):
             diff_bytes += int(ne.sum())
             diff_rows += int(row_ne.sum())
-            diff_buckets += int((unpack_buckets(xa[row_ne], nbits) != unpack_buckets(xb[row_ne], nbits)).sum())
+            diff_buckets += int((unpack_buckets(xa[row_ne], nbits, torch.int32)
+                                  != unpack_buckets(xb[row_ne], nbits, torch.int32)).sum())
         if advance is not None:
             advance(2 * (e - s) * nbytes)
     total = rows * dim

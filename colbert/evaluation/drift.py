@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from colbert.evaluation.files import ranking_data
+
 # Two metric values closer than this are equal: trec_eval's own output carries ~1e-4 precision and a
 # different float summation order must not count as a win.
 EQUAL_TOLERANCE = 1e-9
@@ -51,10 +53,11 @@ class DriftReport:
 
 
 def drift_report(a, b, k: int = 10, evaluation_a=None, evaluation_b=None, metric: str | None = None) -> DriftReport:
-    """a, b: {qid: [(pid, rank, score), ...]} sorted by rank; evaluation_*: metrics.Evaluation of each
-    (same qrels and metrics) to add the per-query verdicts."""
+    """a, b: Rankings or {qid: [(pid, rank, score), ...]} sorted by rank; evaluation_*: metrics.Evaluation
+    of each (same qrels and metrics) to add the per-query verdicts."""
     if k < 1:
         raise ValueError(f"drift k must be >= 1, got {k}")
+    a, b = ranking_data(a), ranking_data(b)
     both = [q for q in a if q in b]
     changed, identical, same_set, max_diff = {}, 0, 0, None
     for q in both:

@@ -3,12 +3,19 @@
 ranking  qid <TAB> pid <TAB> rank [<TAB> score]   (what Searcher/Ranking.save write)
 qrels    qid <TAB> pid <TAB> relevance            (the shipped Vaswani qrels), or the TREC form
          qid iter docid relevance (4 whitespace-separated fields)
-queries  qid <TAB> text
+queries  qid <TAB> text [<TAB> anything]       (fields after the second are dropped, as colbert-ai's
+                                                Queries loader drops them)
 
+These are the only readers and the only writer of queries and rankings: colbert.search.queries.Queries,
+colbert.search.ranking.Ranking, `colbert-tap search` and evaluation all go through them.
 Every reader raises EvaluationInputError naming the file, the 1-based line, what was expected and what
 was found, because a silently skipped line would silently change a metric.
-Ids stay strings: qrels and rankings from other tools need not use integer ids, and comparing them as
-strings is what trec_eval does too.
+
+The qid type, decided here once: an id is the text of its field (stripped), because qrels and rankings
+from other tools need not use integer ids and trec_eval compares them as strings. The one exception is
+upstream's Python API: Queries and Ranking read a file with integer_ids=True, so that their qids (and
+a ranking's pids) are ints as colbert-ai's are, and a non-integer id is an error at its line.
+`ranking_data` maps such a ranking back to the text form, so evaluation never compares an int with a str.
 """
 
 from __future__ import annotations
@@ -59,7 +66,11 @@ def _int(path, number, line, value, what, minimum=None) -> int:
     return out
 
 
-def load_ranking(path: str) -> RankingData:
+def _id(path, number, line, value: str, what: str, integer_ids: bool):
+    return _int(path, number, line, value, what) if integer_ids else value
+
+
+def load_ranking(path: str, integer_ids: bool = False) -> RankingData:
     data: RankingData = {}
     seen: dict[str, tuple[set, set]] = {}
     for number, line in _lines(path):
@@ -70,6 +81,8 @@ def load_ranking(path: str) -> RankingData:
         qid, pid = fields[0].strip(), fields[1].strip()
         if not qid or not pid:
             raise EvaluationInputError(path, number, "non-empty qid and pid", _show(line))
+        qid = _id(path, number, line, qid, "qid", integer_ids)
+        pid = _id(path, number, line, pid, "pid", integer_ids)
         rank = _int(path, number, line, fields[2], "rank", minimum=1)
         score = None
         if len(fields) == 4:
@@ -117,29 +130,44 @@ def load_qrels(path: str) -> Qrels:
     return qrels
 
 
-def load_queries(path: str) -> dict[str, str]:
-    queries: dict[str, str] = {}
+def load_queries(path: str, integer_ids: bool = False, allow_empty: bool = False) -> dict:
+    """{qid: text} in file order. Like colbert-ai's loader, each line is split on tabs and only the first
+    two fields are kept; unlike it, a malformed line is an error naming its line, not an assertion.
+    allow_empty: an empty file gives {} (what Queries(path) does, as upstream) instead of an error."""
+    queries: dict = {}
     for number, line in _lines(path):
-        fields = line.split("\t")
+        fields = line.strip().split("\t")
         if len(fields) < 2:
             raise EvaluationInputError(path, number, "qid<TAB>query text", f"no tab in {_show(line)}")
-        qid, text = fields[0].strip(), " ".join(fields[1:]).strip()
-        if not qid or not text:
+        qid, text = fields[0].strip(), fields[1]
+        if not qid or not text.strip():
             raise EvaluationInputError(path, number, "a non-empty qid and query text", _show(line))
+        qid = _id(path, number, line, qid, "qid", integer_ids)
         if qid in queries:
             raise EvaluationInputError(path, number, "each qid once", f"qid {qid} a second time")
         queries[qid] = text
-    if not queries:
+    if not queries and not allow_empty:
         raise EvaluationInputError(path, None, "at least one query", "an empty file")
     return queries
 
 
+def ranking_data(ranking) -> RankingData:
+    """A Ranking (or any {qid: [(pid, rank[, score]), ...]}) -> evaluation's form: ids as text, every
+    entry (pid, rank, score or None)."""
+    return {str(qid): [(str(e[0]), int(e[1]), e[2] if len(e) > 2 else None) for e in entries]
+            for qid, entries in ranking.items()}
+
+
 def write_ranking(data, path: str) -> str:
-    """data: {qid: [(pid, rank, score), ...]} -> qid<TAB>pid<TAB>rank<TAB>score lines, written atomically."""
+    """data: a Ranking or {qid: [(pid, rank, score), ...]} -> qid<TAB>pid<TAB>rank<TAB>score lines (no score
+    field where it is None), written atomically. Ranking.save writes its TSV with this too."""
     lines = []
     for qid, entries in data.items():
-        for pid, rank, score in entries:
-            lines.append(f"{qid}\t{pid}\t{rank}\t{score}" if score is not None else f"{qid}\t{pid}\t{rank}")
+        for entry in entries:
+            fields = (qid, *entry)
+            if fields[-1] is None:
+                fields = fields[:-1]
+            lines.append("\t".join(map(str, fields)))
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

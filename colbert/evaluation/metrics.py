@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from colbert.evaluation.files import ranking_data
+
 # (label shown to people, ir-measures name)
 DEFAULT_METRICS: tuple[tuple[str, str], ...] = (
     ("Recall@10", "R@10"),
@@ -66,7 +68,9 @@ class Evaluation:
 
 
 def evaluate(ranking, qrels, metrics=None) -> Evaluation:
-    """ranking: {qid: [(pid, rank, score), ...]}; qrels: {qid: {pid: relevance}}."""
+    """ranking: a Ranking or {qid: [(pid, rank, score), ...]}; qrels: {qid: {pid: relevance}}. Ids are
+    compared as text (colbert.evaluation.files), so a Searcher's int-keyed Ranking needs no conversion."""
+    ranking = ranking_data(ranking)
     ir_measures = _ir_measures()
     metrics = parse_metrics(metrics) if metrics is None or isinstance(metrics, list) else tuple(metrics)
     measures = {label: ir_measures.parse_measure(name) for label, name in metrics}

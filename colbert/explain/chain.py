@@ -365,7 +365,9 @@ def explain(a: str, b: str, *, profile: str = "default", work: str | None = None
     first move or a root stage. Never raises for bad input: the Explanation carries `error`."""
     ex = _stage_chain(a, b, profile=profile, work=work, max_steps=max_steps, timeout=timeout, progress=progress)
     encoder = [s for s in [ex.first_divergence_exact, *ex.root_stages] if s in ENCODER_STAGES]
-    if not encoder:
+    if ex.error:  # nothing below a chain that could not be built; the error says what is needed
+        ex.modules_note = "module level not run: the stage chain stopped with an error"
+    elif not encoder:
         ex.modules_note = "no encoder stage is where values first move or a root stage: nothing to probe below"
     elif not modules:
         ex.modules_note = "module level switched off (--no-modules)"

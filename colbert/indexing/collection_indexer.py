@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import logging
 import os
-import time
 
 import torch
 import ujson
@@ -16,6 +16,7 @@ from colbert.indexing.codecs.residual_codec import ResidualCodec, ResidualEmbedd
 from colbert.indexing.codecs.residual_stats import compute_residual_stats
 from colbert.indexing.collection import Collection
 from colbert.indexing.collection_encoder import CollectionEncoder
+from colbert.indexing import index_files as files
 from colbert.indexing.fingerprint import collection_fingerprint, remove_fingerprint, write_fingerprint
 from colbert.indexing.ivf import build_ivf, optimize_ivf, read_all_doclens, save_ivf
 from colbert.indexing.kmeans import resolve_backend, train_kmeans
@@ -24,6 +25,7 @@ from colbert.indexing.sampling import encode_sample, local_sample, sample_pids, 
 from colbert.infra.distributed import all_reduce_sum, barrier
 from colbert.modeling.checkpoint import Checkpoint
 from colbert.tap import active_tap, tap
+from colbert.utils.env import env_flag
 from colbert.utils.io import atomic_torch_save, write_json_compact, write_json_pretty
 from colbert.utils.torch_load import safe_load
 
@@ -36,9 +38,12 @@ class Plan:
         self.avg_doclen_est = avg_doclen_est
 
 
-def _log(config, *args):
+log = logging.getLogger(__name__)
+
+
+def _log(config, message: str) -> None:
     if config.rank == 0:
-        print(f"[{time.strftime('%b %d, %H:%M:%S')}]", *args, flush=True)
+        log.info(message)
 
 
 def _tap_session(config, index_path):
@@ -75,9 +80,9 @@ def setup(config, collection, encoder, index_path) -> Plan:
     # The stored plan is enough only once the codec exists: a run killed before then (in k-means)
     # has no sample left to train on, so setup runs again; it draws the same sample (the launcher
     # seeds every run alike) and so writes the plan.json and index a fresh run would.
-    if (config.resume and os.path.exists(os.path.join(index_path, "plan.json"))
+    if (config.resume and os.path.exists(os.path.join(index_path, files.PLAN))
             and _can_resume_codec(config, index_path)):
-        with open(os.path.join(index_path, "plan.json")) as f:
+        with open(os.path.join(index_path, files.PLAN)) as f:
             p = ujson.load(f)
         encoder.sample = None
         return Plan(p["num_chunks"], p["num_partitions"], p["num_embeddings_est"], p["avg_doclen_est"])
@@ -86,7 +91,7 @@ def setup(config, collection, encoder, index_path) -> Plan:
     sampled = sample_pids(num_passages)
     local = local_sample(collection, sampled, rank, nranks)
     # COLBERT_ENCODE_ONCE=0 turns reuse off (to time or check it; the index is the same either way).
-    if _reuse_allowed(active_tap()) and os.environ.get("COLBERT_ENCODE_ONCE", "1") != "0":
+    if _reuse_allowed(active_tap()) and env_flag("COLBERT_ENCODE_ONCE", default=True):
         encoder.enable_reuse()
     _log(config, f"#> Encoding {len(local):,} sampled passages (of {num_passages:,}).")
     embs, doclens = encode_sample(encoder, local, rank, nranks)
@@ -102,7 +107,7 @@ def setup(config, collection, encoder, index_path) -> Plan:
     local_sample_fp16 = embs.half() if embs is not None else torch.zeros(0, config.dim, dtype=torch.float16)
     del embs
     if nranks > 1:
-        atomic_torch_save(local_sample_fp16, os.path.join(index_path, f"sample.{rank}.pt"))
+        atomic_torch_save(local_sample_fp16, os.path.join(index_path, files.rank_sample_file(rank)))
         encoder.sample = None
     else:
         encoder.sample = local_sample_fp16
@@ -115,7 +120,7 @@ def setup(config, collection, encoder, index_path) -> Plan:
     plan = Plan(num_chunks, num_partitions, num_embeddings_est, avg_doclen_est)
     if rank == 0:
         write_fingerprint(index_path, collection_fingerprint(collection))  # what a resume must match
-        write_json_pretty(os.path.join(index_path, "plan.json"), {
+        write_json_pretty(os.path.join(index_path, files.PLAN), {
             "config": config.export(), "num_chunks": num_chunks, "num_partitions": num_partitions,
             "num_embeddings_est": num_embeddings_est, "avg_doclen_est": avg_doclen_est})
     return plan
@@ -133,7 +138,7 @@ def _gather_sample(config, local_sample_fp16, index_path) -> torch.Tensor:
         return local_sample_fp16
     parts = []
     for r in range(config.nranks):
-        path = os.path.join(index_path, f"sample.{r}.pt")
+        path = os.path.join(index_path, files.rank_sample_file(r))
         parts.append(safe_load(path))
         os.remove(path)
     return torch.cat(parts)
@@ -154,13 +159,11 @@ def train(config, plan: Plan, local_sample_fp16, index_path) -> None:
 
 
 def _can_resume_codec(config, index_path) -> bool:
-    return bool(config.resume) and all(os.path.exists(os.path.join(index_path, f))
-                                       for f in ("centroids.pt", "buckets.pt", "avg_residual.pt"))
+    return bool(config.resume) and all(os.path.exists(os.path.join(index_path, f)) for f in files.CODEC_FILES)
 
 
 def _chunk_files(index_path, chunk_idx):
-    return [os.path.join(index_path, name) for name in (f"{chunk_idx}.codes.pt", f"{chunk_idx}.residuals.pt",
-                                                         f"doclens.{chunk_idx}.json", f"{chunk_idx}.metadata.json")]
+    return [os.path.join(index_path, name) for name in files.chunk_files(chunk_idx)]
 
 
 def index_chunks(config, collection, encoder, index_path, plan: Plan) -> None:
@@ -180,9 +183,9 @@ def index_chunks(config, collection, encoder, index_path, plan: Plan) -> None:
         codes = tap("codes", compressed.codes, chunk=chunk_idx, rank=rank, nranks=nranks,
                     num_partitions=codec.centroids.size(0))
         residuals = tap("residuals", compressed.residuals, chunk=chunk_idx, rank=rank, nranks=nranks)
-        ResidualEmbeddings(codes, residuals).save(os.path.join(index_path, str(chunk_idx)))
-        write_json_compact(os.path.join(index_path, f"doclens.{chunk_idx}.json"), doclens)
-        write_json_compact(os.path.join(index_path, f"{chunk_idx}.metadata.json"), {
+        ResidualEmbeddings(codes, residuals).save(index_path, chunk_idx)
+        write_json_compact(os.path.join(index_path, files.chunk_file(files.DOCLENS, chunk_idx)), doclens)
+        write_json_compact(os.path.join(index_path, files.chunk_file(files.CHUNK_METADATA, chunk_idx)), {
             "passage_offset": offset, "num_passages": len(doclens), "num_embeddings": len(codes)})
         del embs, compressed
 
@@ -193,7 +196,7 @@ def finalize(config, collection, index_path, plan: Plan) -> None:
         raise RuntimeError(f"finalize: {len(missing)} chunk file(s) missing, e.g. {missing[:4]}")
     embedding_offset, passage_offset, codes = 0, 0, []
     for c in range(plan.num_chunks):
-        meta_path = os.path.join(index_path, f"{c}.metadata.json")
+        meta_path = os.path.join(index_path, files.chunk_file(files.CHUNK_METADATA, c))
         with open(meta_path) as f:
             meta = ujson.load(f)
         if meta["passage_offset"] != passage_offset:
@@ -202,13 +205,13 @@ def finalize(config, collection, index_path, plan: Plan) -> None:
         passage_offset += meta["num_passages"]
         embedding_offset += meta["num_embeddings"]
         write_json_pretty(meta_path, meta)
-        codes.append(safe_load(os.path.join(index_path, f"{c}.codes.pt")))
+        codes.append(safe_load(os.path.join(index_path, files.chunk_file(files.CODES, c))))
     num_embeddings = embedding_offset
     ivf, ivf_lengths = build_ivf(codes, plan.num_partitions)
     pid_ivf, pid_lengths = optimize_ivf(ivf, ivf_lengths, read_all_doclens(index_path))
     save_ivf(index_path, pid_ivf, pid_lengths)
     # metadata.json last: its presence is what marks an index complete.
-    write_json_pretty(os.path.join(index_path, "metadata.json"), {
+    write_json_pretty(os.path.join(index_path, files.METADATA), {
         "config": config.export(), "num_chunks": plan.num_chunks, "num_partitions": plan.num_partitions,
         "num_embeddings": num_embeddings, "avg_doclen": num_embeddings / len(collection)})
     remove_fingerprint(index_path)  # a finished folder holds exactly colbert-ai's files

@@ -1,10 +1,10 @@
 """Which collection an unfinished index was started on, so that `overwrite="resume"` never finishes
 one collection's index with another's passages.
 
-The fingerprint lives in a sidecar, FINGERPRINT_FILE, not in plan.json: plan.json must stay
+The fingerprint lives in a sidecar, FINGERPRINT_FILE, not in the plan: plan.json must stay
 field-for-field colbert-ai's (tests/parity/index_diff.py compares its keys), and so must the
 finished folder's file list (tests/parity/test_parity.py compares os.listdir). So the sidecar is
-written with plan.json and removed once metadata.json marks the index complete. Its name starts
+written with the plan and removed once the metadata marks the index complete. Its name starts
 with a dot and has no .json/.pt suffix, so `colbert-tap compare` skips it (colbert/compare/layout.py),
 and Indexer.erase removes it with the rest of a run's files.
 
@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import struct
 
 import ujson
 
+from colbert.indexing import index_files as files
 from colbert.utils.io import atomic_write_text
 
-FINGERPRINT_FILE = ".collection-fingerprint"
+FINGERPRINT_FILE = files.FINGERPRINT
 _VERSION = 1
 
 
@@ -82,9 +82,8 @@ def check_resume(index_path: str, collection, fingerprint: dict | None = None) -
 
 def _check_chunk_ranges(index_path: str, num_passages: int) -> None:
     total = 0
-    chunk_meta = re.compile(r"(\d+)\.metadata\.json")
     for name in sorted(os.listdir(index_path)):
-        if not chunk_meta.fullmatch(name):
+        if (files.parse(name) or ("", None))[0] != files.CHUNK_METADATA:
             continue
         try:
             with open(os.path.join(index_path, name), encoding="utf-8") as f:
@@ -98,8 +97,9 @@ def _check_chunk_ranges(index_path: str, num_passages: int) -> None:
                 f"resume: index {index_path}: {name} holds passages up to {end - 1}, but the collection "
                 f"has {num_passages}: expected the collection the index was started on; nothing was "
                 "changed. Resume with the same collection, or index with overwrite=True to start over")
-    if os.path.isfile(os.path.join(index_path, "metadata.json")) and total and total != num_passages:
+    if os.path.isfile(os.path.join(index_path, files.METADATA)) and total and total != num_passages:
         raise ResumeMismatchError(
-            f"resume: index {index_path} is complete with {total} passages (its *.metadata.json), but the "
+            f"resume: index {index_path} is complete with {total} passages (its "
+            f"{files.chunk_glob(files.CHUNK_METADATA)}), but the "
             f"collection has {num_passages}: expected the collection it was built from; nothing was "
             "changed. Index with overwrite=True to rebuild it")

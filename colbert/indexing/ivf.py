@@ -1,13 +1,13 @@
-"""Inverted file: which passages hold an embedding assigned to each centroid (ivf.pid.pt)."""
+"""Inverted file: which passages hold an embedding assigned to each centroid (index_files.IVF)."""
 
 from __future__ import annotations
 
 import os
-import re
 
 import torch
 import ujson
 
+from colbert.indexing import index_files as files
 from colbert.tap import tap
 from colbert.utils.io import atomic_torch_save
 
@@ -26,10 +26,8 @@ def build_ivf(chunk_codes: list[torch.Tensor], num_partitions: int):
 
 
 def read_all_doclens(index_path: str) -> list[int]:
-    pattern = re.compile(r"doclens\.(\d+)\.json")
-    names = sorted((int(m.group(1)), name) for name in os.listdir(index_path) if (m := pattern.fullmatch(name)))
     doclens = []
-    for _, name in names:
+    for _, name in files.chunks_of(index_path, files.DOCLENS):
         with open(os.path.join(index_path, name)) as f:
             doclens.extend(ujson.load(f))
     return doclens
@@ -61,4 +59,4 @@ def optimize_ivf(ivf: torch.Tensor, ivf_lengths: torch.Tensor, all_doclens: list
 
 
 def save_ivf(index_path: str, pid_ivf: torch.Tensor, pid_lengths: torch.Tensor) -> None:
-    atomic_torch_save((pid_ivf, pid_lengths), os.path.join(index_path, "ivf.pid.pt"))
+    atomic_torch_save((pid_ivf, pid_lengths), os.path.join(index_path, files.IVF))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 from colbert.infra.config import RunConfig
+
+log = logging.getLogger(__name__)
 
 # Upstream sets this on import; tokenizers otherwise warns after a fork.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
@@ -52,7 +55,8 @@ class Run:
             self.__pop()
 
     def print(self, *args):
-        print(f"[{self.config.rank}]", *args, flush=True)
+        """Upstream's `Run().print`: one progress line, prefixed with this process's rank."""
+        log.info(" ".join(map(str, (f"[{self.config.rank}]", *args))))
 
     def print_main(self, *args):
         if self.config.rank == 0:

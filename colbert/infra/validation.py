@@ -13,6 +13,8 @@ import importlib.util
 import numbers
 import os
 
+from colbert.utils.env import env_flag
+
 
 class ConfigError(ValueError):
     """A config field or argument outside the values a run can use."""
@@ -125,6 +127,8 @@ def check_index_run(config, nranks) -> None:
         raise ConfigError(f"pool_factor={config.pool_factor} needs scipy, which is not installed (pip install scipy)")
     check_kmeans_backend(config)
     check_tap_settings()
+    # read (again) by collection_indexer.setup, after an overwrite has cleared the folder
+    env_flag("COLBERT_ENCODE_ONCE", default=True, error=ConfigError)
 
     checkpoint = config.checkpoint
     hf_config = check_encoder(checkpoint)

@@ -158,8 +158,9 @@ def cmd_matrix(args) -> int:
     from colbert.matrix.docker import emit_dockerfiles
     from colbert.matrix.runner import Matrix
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("colbert").setLevel(level)  # colbert's own default (INFO) is for index.py's progress
     spec = _spec(args)
     argv = getattr(args, "argv", None)
     spec.command = "colbert-tap " + " ".join(sys.argv[1:] if argv is None else argv)

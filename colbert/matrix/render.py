@@ -189,11 +189,11 @@ def heat_matrix(data: dict) -> tuple[list[str], list[str], list[list[float]]]:
 
 def write_png(path: str, data: dict) -> bool:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         from matplotlib.colors import LogNorm
+
+        from colbert.utils.plots import pyplot, save_figure
+
+        plt = pyplot()
         import numpy as np
     except ImportError as e:
         log.warning("matrix.png skipped: matplotlib is not installed (%s)", e)
@@ -216,10 +216,7 @@ def write_png(path: str, data: dict) -> bool:
     if finite.size:
         fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return True
 
 

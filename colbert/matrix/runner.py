@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from colbert.indexing.index_files import METADATA, PLAN
 from colbert.matrix import envs
 from colbert.matrix.pins import is_tested
 from colbert.tap.manifest import atomic_write_bytes
@@ -362,7 +363,7 @@ class Matrix:
         if not m or m.get("key") != _hash(key):
             return None
         idx = m.get("index")
-        if not idx or not os.path.exists(os.path.join(idx, "metadata.json")):
+        if not idx or not os.path.exists(os.path.join(idx, METADATA)):
             return None
         if m.get("tap") and not os.path.exists(os.path.join(m["tap"], "manifest.json")):
             return None
@@ -394,7 +395,7 @@ class Matrix:
             index = manifest.get("index_path")
             if index and not os.path.isabs(index):  # a script's relative root: relative to its cwd
                 index = os.path.normpath(os.path.join(folder, index))
-        if not index or not os.path.exists(os.path.join(index, "metadata.json")):
+        if not index or not os.path.exists(os.path.join(index, METADATA)):
             raise RuntimeError(f"the job finished but wrote no index (looked for {index})")
         r.index, r.tap, r.seconds = index, tap, seconds
         _write_json(os.path.join(folder, COMPLETE), {"key": _hash(key), "job": key, "index": index, "tap": tap,
@@ -610,7 +611,7 @@ def _find_index(folder: str) -> str | None:
     """The one index folder (metadata.json + plan.json) under folder, for --script runs."""
     found = []
     for root, _dirs, files in os.walk(folder):
-        if "metadata.json" in files and "plan.json" in files:
+        if METADATA in files and PLAN in files:
             found.append(root)
     if len(found) != 1:
         raise RuntimeError(f"expected one index under {folder}, found {len(found)}: {found[:5]}")

@@ -25,6 +25,30 @@ def _autocast(use_gpu: bool):
 
 
 class Checkpoint(ColBERT):
+    """A ColBERT encoder with its query and document tokenizers, batching as upstream does.
+
+    Parameters
+    ----------
+    name
+        A checkpoint folder or Hugging Face name (e.g. "colbert-ir/colbertv2.0").
+    colbert_config
+        A ColBERTConfig (query_maxlen, doc_maxlen, dim, ...); None: the checkpoint's own.
+    verbose
+        Upstream's verbosity, passed to the query tokenizer.
+
+    Examples
+    --------
+    >>> from colbert.modeling.checkpoint import Checkpoint
+    >>> ckpt = Checkpoint("colbert-ir/colbertv2.0")
+    >>> Q = ckpt.queryFromText(["what is colbert?"])          # (1, query_maxlen, dim), normalised
+    >>> D, doclens = ckpt.docFromText(["ColBERT is a late-interaction retriever."], bsize=32,
+    ...                               keep_dims="flatten")       # (sum(doclens), dim), [n_tokens]
+    >>> Q.shape  # doctest: +SKIP
+    torch.Size([1, 32, 128])
+
+    A `Checkpoint` can be handed to `Searcher(checkpoint=...)` so that the encoder loads once.
+    """
+
     def __init__(self, name, colbert_config=None, verbose: int = 3):
         super().__init__(name, colbert_config)
         self.verbose = verbose

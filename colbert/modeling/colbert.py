@@ -4,6 +4,7 @@ be bit-identical."""
 
 from __future__ import annotations
 
+import logging
 import string
 
 import torch
@@ -13,6 +14,8 @@ from torch import nn
 from colbert.infra.config import ColBERTConfig
 from colbert.modeling.checkpoint_files import (CheckpointError, check_checkpoint, dim_from_config, find_projection,
                                                load_backbone, load_tokenizer, model_dir)
+
+log = logging.getLogger(__name__)
 
 
 def resolve_dim(config: ColBERTConfig, weight: torch.Tensor | None, directory: str, origin: str | None) -> int:
@@ -63,8 +66,8 @@ class ColBERT(nn.Module):
                 # from the global RNG after set_seed(12345); the held-out split depends on that draw.
                 std = getattr(backbone.config, "initializer_range", 0.02)
                 self.linear.weight.copy_(torch.empty(dim, hidden).normal_(0.0, std))
-                print(f"#> Note: {name_or_path} has no ColBERT projection; initialised a random "
-                      f"({dim}, {hidden}) linear layer from the seeded RNG.")
+                log.info("#> Note: %s has no ColBERT projection; initialised a random (%d, %d) linear layer from "
+                         "the seeded RNG.", name_or_path, dim, hidden)
         self.model = backbone
         self.raw_tokenizer = load_tokenizer(name_or_path)
         self.pad_token = self.raw_tokenizer.pad_token_id

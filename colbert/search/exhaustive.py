@@ -17,13 +17,12 @@ The index is read by colbert.search.index_loader, with the same checks and error
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from colbert.indexing.codecs.residual_codec import ResidualEmbeddings
 from colbert.search.index_loader import IndexFormatError, load_index, resolve_index_path  # noqa: F401
 from colbert.search.index_loader import check_scores_finite
+from colbert.search.queries import Queries
 from colbert.search.ranking import Ranking
 
 DEFAULT_BLOCK_EMBEDDINGS = 1 << 16
@@ -133,12 +132,10 @@ class ExhaustiveSearcher:
         return pids[0].tolist(), list(range(1, pids.size(1) + 1)), scores[0].tolist()
 
     def search_all(self, queries, k: int = 10) -> Ranking:
-        """queries: {qid: text} or a qid<TAB>text TSV path."""
-        if isinstance(queries, (str, os.PathLike)):
-            from colbert.evaluation.files import load_queries
-
-            queries = load_queries(os.fspath(queries))
-        qids, texts = list(queries), list(queries.values())
+        """queries: {qid: text}, a list (qids 0..n-1) or a qid<TAB>text TSV path, as Searcher.search_all
+        takes them (the same Queries, so a file's qids are ints here too)."""
+        queries = Queries.cast(queries)
+        qids, texts = list(queries.keys()), list(queries.values())
         scores, pids = self.rank(self.encode(texts), k)
         data = {qid: [(int(p), r, float(s)) for r, (p, s) in enumerate(zip(pids[i].tolist(), scores[i].tolist()), 1)]
                 for i, qid in enumerate(qids)}

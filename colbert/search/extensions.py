@@ -6,7 +6,10 @@ may be given as N segment starts or as the N+1 boundaries of a cumulative sum):
   segmented_maxsim(scores, lengths) -> float32 [ndocs]
       scores float32 [rows, nq] (doc-token x query-token similarities, the
       documents' rows consecutive), lengths int64 [ndocs] summing to rows.
-      Per document: sum over query tokens of max(0, max over its rows).
+      Per document: sum over query tokens of max(0, max over its rows), the
+      sum being torch's over the [ndocs, nq] maxima (upstream's kernel ends the
+      same way), so the CPU Searcher's exact scores, which come from here,
+      equal colbert-ai's bit for bit.  A NaN similarity makes its score NaN.
 
   segmented_lookup(packed, offsets, lengths, ids) -> [sum(lengths[ids]), *packed.shape[1:]]
       Concatenation, in the order of ids, of rows offsets[i] .. offsets[i]+lengths[i]-1
@@ -74,6 +77,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from colbert.utils.env import env_flag
 
 from . import reference
 
@@ -213,7 +218,7 @@ def _jit(kind, csrc, manifest, source_hash):
         raise RuntimeError("ninja is not installed (pip install ninja)")
     build_dir.mkdir(parents=True, exist_ok=True)
     sources = manifest["CPU_SOURCES"] if kind == "cpu" else manifest["CUDA_SOURCES"]
-    verbose = os.environ.get("COLBERT_EXTENSIONS_VERBOSE", "").lower() in ("1", "true", "yes")
+    verbose = env_flag("COLBERT_EXTENSIONS_VERBOSE")
     with _Progress(kind):
         module = cpp_extension.load(
             name=name,

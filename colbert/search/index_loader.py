@@ -4,13 +4,14 @@ The search kernels index into these tensors with ids read from the same files, s
 checked here (shapes, dtypes, id ranges) and a bad one is reported by name: a corrupt or foreign
 index must fail with a message, never inside C++.
 
-Layout read (written by colbert.indexing, same as colbert-ai 0.2.22):
-  metadata.json                      {"config": {...}, "num_chunks": n, ...}
-  centroids.pt                       (K, dim) float16
-  buckets.pt                         (cutoffs (2**nbits-1,), weights (2**nbits,))
-  avg_residual.pt                    0-dim tensor
-  ivf.pid.pt                         (pids int32, lengths int64 (K,)); legacy ivf.pt is converted
-  doclens.{i}.json, {i}.codes.pt, {i}.residuals.pt   for each chunk i < n
+Layout read (written by colbert.indexing, same as colbert-ai 0.2.22; the names are in
+colbert/indexing/index_files.py):
+  METADATA                           {"config": {...}, "num_chunks": n, ...}
+  CENTROIDS                          (K, dim) float16
+  BUCKETS                            (cutoffs (2**nbits-1,), weights (2**nbits,))
+  AVG_RESIDUAL                       0-dim tensor
+  IVF                                (pids int32, lengths int64 (K,)); LEGACY_IVF is converted
+  DOCLENS, CODES, RESIDUALS          for each chunk i < n
 
 Deliberate difference from upstream: codes/residuals get no 512 uninitialised padding rows (no
 kernel here reads past the last document), and `load_index_with_mmap` memory maps the stored tensor
@@ -25,11 +26,12 @@ from dataclasses import dataclass
 import torch
 import ujson
 
+from colbert.indexing import index_files as files
 from colbert.indexing.codecs.residual_codec import ResidualCodec
 from colbert.search.strided_tensor import StridedTensor
 from colbert.utils.torch_load import safe_load
 
-CODEC_FILES = ("centroids.pt", "buckets.pt", "avg_residual.pt")
+CODEC_FILES = files.CODEC_FILES
 
 
 class IndexFormatError(ValueError):
@@ -39,7 +41,7 @@ class IndexFormatError(ValueError):
 @dataclass
 class LoadedIndex:
     path: str
-    config: object  # ColBERTConfig read from metadata.json
+    config: object  # ColBERTConfig read from the index metadata
     codec: ResidualCodec
     ivf: StridedTensor  # centroid -> sorted pids
     doclens: torch.Tensor  # int64 (N,)
@@ -126,13 +128,13 @@ def resolve_index_path(index: str, index_root: str | None = None) -> str:
     candidates = [os.path.join(index_root, index)] if index_root else []
     candidates.append(index)
     for path in candidates:
-        if os.path.isfile(os.path.join(path, "metadata.json")):
+        if os.path.isfile(os.path.join(path, files.METADATA)):
             return os.path.abspath(path)
-    raise FileNotFoundError(f"no index (a folder holding metadata.json) at {' or '.join(map(repr, candidates))}")
+    raise FileNotFoundError(f"no index (a folder holding {files.METADATA}) at {' or '.join(map(repr, candidates))}")
 
 
 def read_index_metadata(index_path: str):
-    """-> (ColBERTConfig, num_chunks) from metadata.json, with a clear error for anything else."""
+    """-> (ColBERTConfig, num_chunks) from the index metadata, with a clear error for anything else."""
     config, meta = _read_metadata(index_path)
     return config, meta["num_chunks"]
 
@@ -142,50 +144,50 @@ def _read_metadata(index_path: str):
 
     if not os.path.isdir(index_path):
         raise FileNotFoundError(f"index {index_path}: no such folder")
-    meta_path = os.path.join(index_path, "metadata.json")
+    meta_path = os.path.join(index_path, files.METADATA)
     if not os.path.isfile(meta_path):
-        if os.path.isfile(os.path.join(index_path, "plan.json")):
-            raise _fail(index_path, "metadata.json", "the file written when indexing finishes",
-                        "only plan.json: indexing did not finish (re-run it, or resume with overwrite='resume')")
-        raise _fail(index_path, "metadata.json", "a ColBERT PLAID index folder (metadata.json, centroids.pt, "
-                    "ivf.pid.pt, *.codes.pt, ...)", f"no metadata.json; the folder holds {sorted(os.listdir(index_path))[:8]}")
-    meta = _load_json(index_path, "metadata.json")
+        if os.path.isfile(os.path.join(index_path, files.PLAN)):
+            raise _fail(index_path, files.METADATA, "the file written when indexing finishes",
+                        f"only {files.PLAN}: indexing did not finish (re-run it, or resume with overwrite='resume')")
+        raise _fail(index_path, files.METADATA, f"a ColBERT PLAID index folder ({files.LAYOUT_TEXT})",
+                    f"no {files.METADATA}; the folder holds {sorted(os.listdir(index_path))[:8]}")
+    meta = _load_json(index_path, files.METADATA)
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         found = sorted(meta)[:8] if isinstance(meta, dict) else type(meta).__name__
-        raise _fail(index_path, "metadata.json", 'an object with a "config" object (colbert-ai >= 0.2 PLAID format)',
+        raise _fail(index_path, files.METADATA, 'an object with a "config" object (colbert-ai >= 0.2 PLAID format)',
                     f"keys {found}")
     num_chunks = meta.get("num_chunks")
     if not isinstance(num_chunks, int) or isinstance(num_chunks, bool) or num_chunks < 1:
-        raise _fail(index_path, "metadata.json", '"num_chunks" a whole number >= 1', repr(num_chunks))
+        raise _fail(index_path, files.METADATA, '"num_chunks" a whole number >= 1', repr(num_chunks))
     config = ColBERTConfig.from_path(meta_path)
     if config.nbits not in (1, 2, 4, 8):
-        raise _fail(index_path, "metadata.json", "config.nbits in 1, 2, 4, 8", repr(config.nbits))
+        raise _fail(index_path, files.METADATA, "config.nbits in 1, 2, 4, 8", repr(config.nbits))
     return config, meta
 
 
 def _load_codec(index_path: str, config, use_gpu: bool) -> ResidualCodec:
     nbits = config.nbits
-    centroids = _load_pt(index_path, "centroids.pt")
+    centroids = _load_pt(index_path, files.CENTROIDS)
     if not isinstance(centroids, torch.Tensor) or centroids.dim() != 2 or not centroids.is_floating_point():
-        raise _fail(index_path, "centroids.pt", "a float tensor (K, dim)", _describe(centroids))
-    _check_finite(index_path, "centroids.pt", centroids, "centroids")
+        raise _fail(index_path, files.CENTROIDS, "a float tensor (K, dim)", _describe(centroids))
+    _check_finite(index_path, files.CENTROIDS, centroids, "centroids")
     dim = centroids.size(1)
     if dim != config.dim:
-        raise _fail(index_path, "centroids.pt", f"dim {config.dim} (metadata.json config.dim)", f"dim {dim}")
+        raise _fail(index_path, files.CENTROIDS, f"dim {config.dim} ({files.METADATA} config.dim)", f"dim {dim}")
     if dim % (8 * nbits):
-        raise _fail(index_path, "centroids.pt", f"dim a multiple of 8 * nbits = {8 * nbits}", f"dim {dim}")
-    buckets = _load_pt(index_path, "buckets.pt")
+        raise _fail(index_path, files.CENTROIDS, f"dim a multiple of 8 * nbits = {8 * nbits}", f"dim {dim}")
+    buckets = _load_pt(index_path, files.BUCKETS)
     if (not isinstance(buckets, (tuple, list)) or len(buckets) != 2
             or not all(isinstance(b, torch.Tensor) and b.is_floating_point() for b in buckets)
             or buckets[0].numel() != 2 ** nbits - 1 or buckets[1].numel() != 2 ** nbits):
-        raise _fail(index_path, "buckets.pt", f"(cutoffs ({2 ** nbits - 1},), weights ({2 ** nbits},)) for "
+        raise _fail(index_path, files.BUCKETS, f"(cutoffs ({2 ** nbits - 1},), weights ({2 ** nbits},)) for "
                     f"nbits={nbits}", _describe(buckets))
-    _check_finite(index_path, "buckets.pt", buckets[0], "bucket cutoffs")
-    _check_finite(index_path, "buckets.pt", buckets[1], "bucket weights")
-    avg_residual = _load_pt(index_path, "avg_residual.pt")
+    _check_finite(index_path, files.BUCKETS, buckets[0], "bucket cutoffs")
+    _check_finite(index_path, files.BUCKETS, buckets[1], "bucket weights")
+    avg_residual = _load_pt(index_path, files.AVG_RESIDUAL)
     if not isinstance(avg_residual, torch.Tensor) or not avg_residual.is_floating_point():
-        raise _fail(index_path, "avg_residual.pt", "a float tensor", _describe(avg_residual))
-    _check_finite(index_path, "avg_residual.pt", avg_residual, "average residual")
+        raise _fail(index_path, files.AVG_RESIDUAL, "a float tensor", _describe(avg_residual))
+    _check_finite(index_path, files.AVG_RESIDUAL, avg_residual, "average residual")
     if avg_residual.dim() == 0:
         avg_residual = avg_residual.item()
 
@@ -199,7 +201,7 @@ def _load_codec(index_path: str, config, use_gpu: bool) -> ResidualCodec:
 def _load_doclens(index_path: str, num_chunks: int) -> list[list[int]]:
     out = []
     for i in range(num_chunks):
-        name = f"doclens.{i}.json"
+        name = files.chunk_file(files.DOCLENS, i)
         lens = _load_json(index_path, name)
         if not isinstance(lens, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
                                                   for x in lens):
@@ -210,34 +212,34 @@ def _load_doclens(index_path: str, num_chunks: int) -> list[list[int]]:
 
 def _check_chunk(index_path: str, i: int, codes, residuals, n_embs: int, packed_dim: int, K: int):
     if not isinstance(codes, torch.Tensor) or codes.dim() != 1 or codes.dtype not in (torch.int32, torch.int64):
-        raise _fail(index_path, f"{i}.codes.pt", "a 1-D int32 tensor", _describe(codes))
+        raise _fail(index_path, files.chunk_file(files.CODES, i), "a 1-D int32 tensor", _describe(codes))
     if codes.numel() != n_embs:
-        raise _fail(index_path, f"{i}.codes.pt", f"{n_embs} codes (the sum of doclens.{i}.json)",
+        raise _fail(index_path, files.chunk_file(files.CODES, i), f"{n_embs} codes (the sum of {files.chunk_file(files.DOCLENS, i)})",
                     f"{codes.numel()}")
     if n_embs and (int(codes.min()) < 0 or int(codes.max()) >= K):
-        raise _fail(index_path, f"{i}.codes.pt", f"centroid ids in [0, {K})",
+        raise _fail(index_path, files.chunk_file(files.CODES, i), f"centroid ids in [0, {K})",
                     f"ids from {int(codes.min())} to {int(codes.max())}")
     if (not isinstance(residuals, torch.Tensor) or residuals.dtype != torch.uint8
             or tuple(residuals.shape) != (n_embs, packed_dim)):
-        raise _fail(index_path, f"{i}.residuals.pt", f"uint8 ({n_embs}, {packed_dim})", _describe(residuals))
+        raise _fail(index_path, files.chunk_file(files.RESIDUALS, i), f"uint8 ({n_embs}, {packed_dim})", _describe(residuals))
 
 
 def _load_ivf(index_path: str, doclens: torch.Tensor, K: int) -> StridedTensor:
     N = doclens.numel()
-    if os.path.isfile(os.path.join(index_path, "ivf.pid.pt")):
-        name = "ivf.pid.pt"
+    if os.path.isfile(os.path.join(index_path, files.IVF)):
+        name = files.IVF
         loaded = _load_pt(index_path, name)
         ok = (isinstance(loaded, (tuple, list)) and len(loaded) == 2
               and all(isinstance(t, torch.Tensor) and t.dim() == 1 for t in loaded))
         if not ok:
             raise _fail(index_path, name, "(pids int32 (P,), lengths int64 (K,))", _describe(loaded))
         ivf, lengths = loaded
-    elif os.path.isfile(os.path.join(index_path, "ivf.pt")):
+    elif os.path.isfile(os.path.join(index_path, files.LEGACY_IVF)):
         # Pre-PLAID-optimisation layout: embedding ids per centroid; convert in memory (the index
         # folder is not written to: loading must not change what is on disk).
         from colbert.indexing.ivf import optimize_ivf
 
-        name = "ivf.pt"
+        name = files.LEGACY_IVF
         loaded = _load_pt(index_path, name)
         ok = (isinstance(loaded, (tuple, list)) and len(loaded) == 2
               and all(isinstance(t, torch.Tensor) and t.dim() == 1 for t in loaded))
@@ -249,18 +251,18 @@ def _load_ivf(index_path: str, doclens: torch.Tensor, K: int) -> StridedTensor:
             raise _fail(index_path, name, f"embedding ids in [0, {int(doclens.sum())})", "ids out of range")
         ivf, lengths = optimize_ivf(emb_ids, loaded[1].long(), doclens.tolist())
     else:
-        raise _fail(index_path, "ivf.pid.pt", "the file (or legacy ivf.pt)", "neither exists")
+        raise _fail(index_path, files.IVF, f"the file (or legacy {files.LEGACY_IVF})", "neither exists")
     if ivf.dtype not in (torch.int32, torch.int64) or lengths.dtype not in (torch.int32, torch.int64):
         raise _fail(index_path, name, "integer tensors (pids int32, lengths int64)", _describe((ivf, lengths)))
     if lengths.numel() != K:
-        raise _fail(index_path, name, f"{K} list lengths (one per centroid in centroids.pt)", f"{lengths.numel()}")
+        raise _fail(index_path, name, f"{K} list lengths (one per centroid in {files.CENTROIDS})", f"{lengths.numel()}")
     lengths = lengths.long()
     if int(lengths.min()) < 0 or int(lengths.sum()) > ivf.numel():
         raise _fail(index_path, name, f"lengths >= 0 summing to at most {ivf.numel()} (the stored pids)",
                     f"sum {int(lengths.sum())}, min {int(lengths.min())}")
     used = ivf[: int(lengths.sum())]
     if used.numel() and (int(used.min()) < 0 or int(used.max()) >= N):
-        raise _fail(index_path, name, f"pids in [0, {N}) (the passages in doclens.*.json)",
+        raise _fail(index_path, name, f"pids in [0, {N}) (the passages in {files.chunk_glob(files.DOCLENS)})",
                     f"pids from {int(used.min())} to {int(used.max())}")
     return StridedTensor(ivf.to(torch.int32), lengths)
 
@@ -278,21 +280,22 @@ def load_index(index_path: str, *, use_gpu: bool = False, mmap: bool = False) ->
     chunk_doclens = _load_doclens(index_path, num_chunks)
     doclens = torch.tensor([x for lens in chunk_doclens for x in lens], dtype=torch.int64)
     if doclens.numel() == 0:
-        raise _fail(index_path, "doclens.*.json", "at least one passage", "none")
+        raise _fail(index_path, files.chunk_glob(files.DOCLENS), "at least one passage", "none")
     stated = meta.get("num_embeddings")
     if isinstance(stated, int) and stated != int(doclens.sum()):
-        raise _fail(index_path, "doclens.*.json", f"token counts summing to num_embeddings={stated} "
-                    "(metadata.json)", f"doclens sum to {int(doclens.sum())}")
+        raise _fail(index_path, files.chunk_glob(files.DOCLENS), f"token counts summing to num_embeddings={stated} "
+                    f"({files.METADATA})", f"doclens sum to {int(doclens.sum())}")
 
     if mmap:
         if num_chunks != 1:
+            one = f"{files.chunk_file(files.CODES, 0)} / {files.chunk_file(files.RESIDUALS, 0)}"
             raise ValueError(f"index {index_path}: load_index_with_mmap=True needs a single-chunk index (one "
-                             f"0.codes.pt / 0.residuals.pt to map); this one has {num_chunks} chunks. Load it "
+                             f"{one} to map); this one has {num_chunks} chunks. Load it "
                              "without mmap, or re-index into one chunk.")
     codes, residuals = [], []
     for i, lens in enumerate(chunk_doclens):
-        c = _load_pt(index_path, f"{i}.codes.pt", mmap=mmap)
-        r = _load_pt(index_path, f"{i}.residuals.pt", mmap=mmap)
+        c = _load_pt(index_path, files.chunk_file(files.CODES, i), mmap=mmap)
+        r = _load_pt(index_path, files.chunk_file(files.RESIDUALS, i), mmap=mmap)
         _check_chunk(index_path, i, c, r, sum(lens), packed_dim, K)
         codes.append(c if c.dtype == torch.int32 else c.to(torch.int32))
         residuals.append(r)

@@ -119,11 +119,13 @@ class IndexScorer:
         Q = Q.squeeze(0).to(device=D.device, dtype=D.dtype)
         sims = D @ Q.T
         lengths = self.doclens[pids.long()]
-        # Per-token maxima (exact in any order), then torch's own sum over query tokens: that is the
-        # reduction order colbert-ai's scores come out of (bit-equal on the parity set), whereas the
-        # segmented_maxsim kernel adds tokens one by one and lands a few ULPs away.
-        floor = EMPTY_MAX if self.use_gpu else 0.0  # CPU floors each token's maximum at 0, GPU does not
-        return reference._segment_max(sims.float(), lengths, floor).sum(-1)
+        if not self.use_gpu:
+            # Upstream's CPU reduction, as its own segmented_maxsim kernel does it: per-token maxima
+            # floored at 0, then torch's sum over query tokens (colbert-ai's summation order, so scores
+            # stay bit-equal); the kernel fuses the maxima into one pass (benchmarks/maxsim_speed.py).
+            return extensions.segmented_maxsim(sims.float(), lengths)
+        # GPU: no floor, as upstream's GPU path
+        return reference._segment_max(sims.float(), lengths, EMPTY_MAX).sum(-1)
 
     # -- all stages ---------------------------------------------------------------------------
     def rank(self, config, Q: torch.Tensor, filter_fn=None, pids=None, tap_ctx: dict | None = None):

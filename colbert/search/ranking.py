@@ -2,7 +2,8 @@
 
 File format (as colbert-ai writes it): one line per result, `qid<TAB>pid<TAB>rank<TAB>score`, queries
 in search order, results best first; plus `<file>.meta`, JSON with "metadata" (host, time, command)
-and "provenance" (what produced the ranking).
+and "provenance" (what produced the ranking). colbert.evaluation.files reads and writes the TSV (one
+reader and writer for every ranking file); here qids and pids are ints, as in colbert-ai.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import OrderedDict
 
 import ujson
 
+from colbert.evaluation.files import load_ranking, write_ranking
 from colbert.utils.io import atomic_write_text
 
 
@@ -43,23 +45,9 @@ class Ranking:
 
     @staticmethod
     def _load(path: str) -> "OrderedDict":
-        out: OrderedDict = OrderedDict()
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                fields = line.rstrip("\n").split("\t")
-                if len(fields) < 2:
-                    raise ValueError(f"ranking {path}, line {lineno}: expected qid<TAB>pid[<TAB>rank<TAB>score]; "
-                                     f"found {line.rstrip()!r}")
-                try:
-                    qid = int(fields[0])
-                    pid = int(fields[1])
-                    rest = [int(fields[2])] if len(fields) > 2 else []
-                    rest += [float(x) for x in fields[3:]]
-                except ValueError:
-                    raise ValueError(f"ranking {path}, line {lineno}: expected integer qid, pid and rank and a "
-                                     f"float score; found {line.rstrip()!r}") from None
-                out.setdefault(qid, []).append((pid, *rest))
-        return out
+        # the one ranking reader; a file without scores gives (pid, rank) entries, as upstream's loader does
+        data = load_ranking(path, integer_ids=True)
+        return OrderedDict((qid, [e[:2] if e[2] is None else e for e in entries]) for qid, entries in data.items())
 
     def todict(self) -> dict:
         return dict(self.data)
@@ -96,11 +84,7 @@ class Ranking:
             from colbert.infra.run import Run
 
             path = os.path.join(Run().path_, path)
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        lines = ["\t".join(map(str, row)) + "\n" for row in self.tolist()]
-        atomic_write_text(path, "".join(lines))
+        write_ranking(self.data, path)
         meta = {"metadata": run_metadata(), "provenance": self.provenance()}
         atomic_write_text(path + ".meta", ujson.dumps(meta, indent=4) + "\n")
         return path

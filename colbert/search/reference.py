@@ -9,14 +9,18 @@ Upstream (colbert-ai 0.2.22) behaviours reproduced here:
   * segmented_maxsim: each query token's maximum starts at 0 (its CPU search path);
   * filter_pids: per-token maxima start at -9999, ties go to the larger pid
     (the two centroid-only pruning passes);
-  * decompress: upstream's residual bit layout (dimension d's bucket index is
-    sum_j bit(d*nbits + j) << j, bits read MSB-first from each byte).
+  * decompress: upstream's residual bit layout, as colbert.indexing.codecs.residual_bits
+    defines it (the codec writes residuals.pt with the same functions).
 
 Floating-point sums over query tokens are done one token at a time, in token
-order, so that the compiled kernels (which do the same) agree bit for bit.
+order, so that the compiled kernels (which do the same) agree bit for bit; except
+segmented_maxsim's, which is torch's sum over the (ndocs, nq) maxima in both, the
+order upstream's kernel and the Searcher's exact scores use.
 """
 
 import torch
+
+from colbert.indexing.codecs import residual_bits
 
 # See filter_pids: the starting value of a per-token maximum.
 EMPTY_MAX = -9999.0
@@ -97,7 +101,9 @@ def segmented_maxsim(scores, lengths):
             f"segmented_maxsim: lengths sum to {int(lengths.sum())} but scores has {scores.size(0)} rows"
         )
     per_token = _segment_max(scores, lengths, 0.0)
-    return _sum_over_tokens(per_token)
+    # torch's reduction of the (ndocs, nq) maxima, as upstream's kernel ends, not a token-order loop:
+    # the Searcher's exact scores must equal colbert-ai's bit for bit
+    return per_token.sum(-1)
 
 
 def segmented_lookup(packed, offsets, lengths, ids):
@@ -198,21 +204,13 @@ def _check_codec(residuals, centroids, bucket_weights, nbits):
 
 def unpack_buckets(residuals, nbits):
     """uint8 [n, dim*nbits/8] -> int64 [n, dim] bucket indices (upstream's residual bit layout)."""
-    n, nbytes = residuals.shape
-    msb_first = torch.arange(7, -1, -1, device=residuals.device)
-    bits = (residuals.long().unsqueeze(-1) >> msb_first) & 1  # (n, nbytes, 8), row bit order
-    bits = bits.reshape(n, nbytes * 8 // nbits, nbits)  # (n, dim, nbits), LSB of each dim first
-    weights = 1 << torch.arange(nbits, device=residuals.device)
-    return (bits * weights).sum(-1)
+    return residual_bits.unpack_buckets(residuals, nbits)
 
 
 def pack_buckets(buckets, nbits):
     """Inverse of unpack_buckets: int [n, dim] in [0, 2**nbits) -> uint8 [n, dim*nbits/8]
     (what the codec's compress step writes)."""
-    n, dim = buckets.shape
-    lsb_first = torch.arange(nbits, device=buckets.device)
-    bits = ((buckets.long().unsqueeze(-1) >> lsb_first) & 1).to(torch.uint8)
-    return packbits(bits.reshape(-1)).reshape(n, dim * nbits // 8)
+    return residual_bits.pack_buckets(buckets.long(), nbits)
 
 
 def decompress_rows(codes, residuals, centroids, bucket_weights, nbits):
@@ -253,6 +251,4 @@ def packbits(bits):
     _check_tensor(bits, "bits", None, (torch.uint8, torch.bool))
     if bits.numel() % 8:
         raise ValueError(f"the number of bits ({bits.numel()}) must be a multiple of 8")
-    groups = (bits.reshape(-1, 8) != 0).to(torch.int32)
-    place = 1 << torch.arange(7, -1, -1, device=bits.device, dtype=torch.int32)
-    return (groups * place).sum(-1).to(torch.uint8)
+    return residual_bits.pack_bits(bits)

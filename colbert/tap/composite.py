@@ -95,7 +95,7 @@ class FilterTap(ArtifactTap):
         return self.sel.selected(stage) and self.inner.may_replace(stage)
 
     def wants_at(self, stage: str, ctx: dict[str, Any]) -> bool:
-        return self.sel.admits(stage, ctx) and _wants_at(self.inner, stage, ctx)
+        return self.sel.admits(stage, ctx) and self.inner.wants_at(stage, ctx)
 
     def on_artifact(self, stage: str, value: Any, ctx: dict[str, Any]) -> Any:
         if not self.sel.admits(stage, ctx):
@@ -103,12 +103,7 @@ class FilterTap(ArtifactTap):
         return self.inner.on_artifact(stage, value, ctx)
 
     def fail(self, exc: BaseException) -> None:
-        getattr(self.inner, "fail", lambda e: None)(exc)
+        self.inner.fail(exc)
 
     def end(self) -> None:
         self.inner.end()
-
-
-def _wants_at(t: Any, stage: str, ctx: dict[str, Any]) -> bool:
-    f = getattr(t, "wants_at", None)
-    return f(stage, ctx) if f is not None else t.wants(stage)

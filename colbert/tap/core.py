@@ -16,8 +16,40 @@ _ACTIVE: contextvars.ContextVar["ArtifactTap | None"] = contextvars.ContextVar("
 class ArtifactTap:
     """Base class of every tap. Override `on_artifact`; return the value the pipeline should use.
 
-    `ctx` holds what locates the artifact: rank, nranks, and where relevant chunk, site, group,
-    batch, layer. `begin`/`end` bracket one indexing run (per rank).
+    Every tap subclasses this class: the tap machinery (`tap_wants`, CompositeTap, FilterTap,
+    tap_session) calls each method below on any tap it holds, relying on these defaults for the
+    ones a subclass leaves out. `use_tap` refuses anything else; a plain object with only
+    `on_artifact`, named in COLBERT_TAP=package.module:Name, is wrapped into one (colbert/tap/env.py).
+
+    Methods
+    -------
+    begin(info)
+        Start of one run (per rank) or search session. `info`: config, index_path, rank, nranks,
+        phase ("index" or "search"), argv.
+    wants(stage) / wants_at(stage, ctx)
+        Whether the tap wants `stage` (at this location); lets the pipeline skip work only a tap needs.
+    may_replace(stage)
+        Whether `on_artifact` may return another value at `stage` (False allows recomputation shortcuts).
+    on_artifact(stage, value, ctx)
+        The value the pipeline continues with. `ctx` locates the artifact: rank, nranks, and where
+        relevant chunk, site, group, batch, layer, qid.
+    fail(exc), end()
+        The run raised (called before `end`); the run is over.
+
+    Examples
+    --------
+    >>> from colbert.tap import ArtifactTap, tap, use_tap
+    >>> class Double(ArtifactTap):
+    ...     def on_artifact(self, stage, value, ctx):
+    ...         return value * 2 if stage == "num_passages" else value
+    >>> with use_tap(Double()):
+    ...     tap("num_passages", 21, rank=0, nranks=1)
+    42
+    >>> tap("num_passages", 21, rank=0, nranks=1)  # no tap bound: the value itself
+    21
+
+    Around a real run, `with use_tap(CompositeTap(Double(), SaveTap("/tmp/doubled"))):
+    Indexer(...).index(...)` saves what the doubled run used (docs/tap.md).
     """
 
     def begin(self, info: dict[str, Any]) -> None:
@@ -28,8 +60,7 @@ class ArtifactTap:
 
     def wants_at(self, stage: str, ctx: dict[str, Any]) -> bool:
         """`wants` for one located tap point; taps that gate on the location (e.g. the first N
-        encode batches of a call site) override this. Kept separate from `wants` so that user taps
-        written against the one-argument `wants` keep working."""
+        encode batches of a call site) override this, the others need only `wants`."""
         return self.wants(stage)
 
     def may_replace(self, stage: str) -> bool:
@@ -68,15 +99,14 @@ def tap_wants(stage: str, **ctx: Any) -> bool:
     t = _ACTIVE.get()
     if t is None:
         return False
-    if ctx:
-        at = getattr(t, "wants_at", None)  # a duck-typed tap may only have wants()
-        if at is not None:
-            return at(stage, ctx)
-    return t.wants(stage)
+    return t.wants_at(stage, ctx) if ctx else t.wants(stage)
 
 
 @contextlib.contextmanager
 def use_tap(t: ArtifactTap | None) -> Iterator[ArtifactTap | None]:
+    """Binds `t` (None: no tap) for the `with` block; the previous binding returns on exit."""
+    if t is not None and not isinstance(t, ArtifactTap):
+        raise TypeError(f"use_tap({t!r}): a tap must subclass colbert.tap.ArtifactTap")
     token = _ACTIVE.set(t)
     try:
         yield t

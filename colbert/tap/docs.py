@@ -2,6 +2,7 @@
 
     python -m colbert.tap.docs            # print the stage table
     python -m colbert.tap.docs --env      # print the env-flag table
+    python -m colbert.tap.docs --other-env   # print the table of the other COLBERT_* variables
     python -m colbert.tap.docs --values   # print the value-facts table
     python -m colbert.tap.docs --check docs/tap.md   # exit 1 if the file's tables are stale
 """
@@ -54,30 +55,44 @@ def value_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def _var_table(variables: dict[str, str]) -> str:
+    rows = ["| variable | meaning |", "|---|---|"]
+    rows += [f"| `{k}` | {_cell(v)} |" for k, v in variables.items()]
+    return "\n".join(rows) + "\n"
+
+
 def env_table() -> str:
     from colbert.tap.env import ENV_VARS
 
-    rows = ["| variable | meaning |", "|---|---|"]
-    rows += [f"| `{k}` | {_cell(v)} |" for k, v in ENV_VARS.items()]
-    return "\n".join(rows) + "\n"
+    return _var_table(ENV_VARS)
+
+
+def other_env_table() -> str:
+    """The COLBERT_* variables outside the tap (colbert/utils/env.py OTHER_ENV_VARS)."""
+    from colbert.utils.env import OTHER_ENV_VARS
+
+    return _var_table(OTHER_ENV_VARS)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m colbert.tap.docs")
     ap.add_argument("--env", action="store_true", help="print the env-flag table instead")
     ap.add_argument("--values", action="store_true", help="print the value-facts table instead")
+    ap.add_argument("--other-env", action="store_true", help="print the table of the other COLBERT_* variables")
     ap.add_argument("--check", metavar="MD", help="fail if MD does not contain the current tables")
     a = ap.parse_args(argv)
     if a.check:
         with open(a.check) as f:
             text = f.read()
         stale = [n for n, t in (("stage table", stage_table()), ("env table", env_table()),
-                                ("value table", value_table())) if t not in text]
+                                ("other env table", other_env_table()), ("value table", value_table()))
+                 if t not in text]
         if stale:
-            print(f"{a.check}: stale {', '.join(stale)}; regenerate with python -m colbert.tap.docs", file=sys.stderr)
+            sys.stderr.write(f"{a.check}: stale {', '.join(stale)}; regenerate with python -m colbert.tap.docs\n")
             return 1
         return 0
-    sys.stdout.write(env_table() if a.env else value_table() if a.values else stage_table())
+    sys.stdout.write(env_table() if a.env else other_env_table() if a.other_env else value_table() if a.values
+                     else stage_table())
     return 0
 
 

@@ -14,6 +14,7 @@ from colbert.tap.save import SaveTap
 from colbert.tap.select import LAYER_STAGE
 from colbert.tap.stages import STAGE_NAMES, match_stages
 from colbert.tap.swap import SwapTap
+from colbert.utils.env import env_flag
 
 # name -> one-line meaning; docs/tap.md lists these and a test keeps the two in step
 ENV_VARS: dict[str, str] = {
@@ -26,7 +27,8 @@ ENV_VARS: dict[str, str] = {
                           "projection output) for the first N encode batches of each encode call site.",
     "COLBERT_TAP_CAST": "`1`: a swapped tensor whose dtype differs from the live one is cast to the live dtype "
                         "instead of refused.",
-    "COLBERT_TAP_QUIET": "`1`: no [colbert-tap] progress lines (errors are still raised).",
+    "COLBERT_TAP_QUIET": "`1`: the [colbert-tap] progress lines are logged at DEBUG instead of INFO, so the "
+                         "default handler does not show them (errors are still raised).",
     "COLBERT_TAP_SWAP_ONLY": "comma-separated stage names or globs: swap only these, while `save:` still records "
                              "every stage ONLY/SKIP admit (\"inject one stage, save everything\").",
     "COLBERT_TAP_INDEX_PATH": "write the index to this folder instead of the one the script names (what "
@@ -34,17 +36,22 @@ ENV_VARS: dict[str, str] = {
 }
 
 _USER_TAP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
-    v = env.get(name, "").strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise TapConfigError(f"{name}={env[name]!r}: expected 1/0 (or true/false, yes/no, on/off)")
+    return env_flag(name, env=env, error=TapConfigError)
+
+
+def tap_actions(env: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """The parsed COLBERT_TAP actions; [] when it is unset or `off`."""
+    env = os.environ if env is None else env
+    return parse_actions(env.get("COLBERT_TAP", ""))
+
+
+def default_save_folder(env: Mapping[str, str] | None = None) -> str | None:
+    """The folder of a bare `save` from COLBERT_TAP_DIR; None: `<index_path>/tap/`."""
+    env = os.environ if env is None else env
+    return env.get("COLBERT_TAP_DIR", "").strip() or None
 
 
 def parse_actions(spec: str) -> list[tuple[str, str | None]]:
@@ -173,10 +180,7 @@ def env_settings(env: Mapping[str, str] | None = None) -> dict[str, str]:
 def tap_from_env(env: Mapping[str, str] | None = None) -> ArtifactTap | None:
     """The tap COLBERT_TAP* asks for, or None when it is unset/off (then nothing else is read)."""
     env = os.environ if env is None else env
-    spec = env.get("COLBERT_TAP", "").strip()
-    if not spec or spec.lower() == "off":
-        return None
-    actions = parse_actions(spec)
+    actions = tap_actions(env)
     if not actions:
         return None
     stages, layers = stage_selection(env)
@@ -190,7 +194,7 @@ def tap_from_env(env: Mapping[str, str] | None = None) -> ArtifactTap | None:
         if action == "swap":
             swaps.append(SwapTap(arg, stages=swap_stages, allow_cast=allow_cast, verbose=verbose))
         elif action == "save":
-            folder = arg or env.get("COLBERT_TAP_DIR", "").strip() or None
+            folder = arg or default_save_folder(env)
             saves.append(SaveTap(folder, stages=stages, layers=layers, verbose=verbose))
         else:
             users.append(FilterTap(load_user_tap(arg), stages=stages, layers=layers))
@@ -210,10 +214,7 @@ def check_env(env: Mapping[str, str] | None = None) -> None:
     from colbert.tap.swap import check_swap_folder, stages_present
 
     env = os.environ if env is None else env
-    spec = env.get("COLBERT_TAP", "").strip()
-    if not spec or spec.lower() == "off":
-        return
-    actions = parse_actions(spec)
+    actions = tap_actions(env)
     if not actions:
         return
     stages, _ = stage_selection(env)

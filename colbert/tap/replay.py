@@ -132,7 +132,7 @@ def replay(run: str, save: str, *, swap: str | None = None, only: str | None = N
                           f"{_last_line(log_path)}")
     if not os.path.exists(os.path.join(save, MANIFEST)):
         raise ReplayError(f"replay of {tap} exited 0 but wrote no {MANIFEST} to {save} (log: {log_path})")
-    log.info("replayed %s into %s in %.1f s", tap, save, seconds)
+    log.debug("replayed %s into %s in %.1f s", tap, save, seconds)  # the CLI reports the replay itself
     return Replay(run=tap, tap=save, index=index, log=log_path, seconds=seconds, command=cmd)
 
 

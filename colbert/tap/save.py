@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import sys
 import time
@@ -17,9 +18,12 @@ from colbert.tap.errors import TapConfigError, TapWriteError
 from colbert.tap.manifest import MANIFEST, ManifestWriter
 from colbert.tap.select import Selection
 from colbert.tap.stages import LOCATION_KEYS, artifact_filename, get_stage
-from colbert.tap.validate import summarize, to_saveable
+from colbert.tap.kinds import content_sha256, summarize, to_saveable
 from colbert.utils.io import atomic_write_bytes
 from colbert.utils.locks import TAP_LOCK, folder_lock
+from colbert.utils.logs import progress_level
+
+log = logging.getLogger(__name__)
 
 # Rewriting the manifest after every artifact would make saving O(n^2) in the number of
 # artifacts (layer capture produces hundreds); this bounds staleness after a crash instead.
@@ -28,37 +32,6 @@ _MANIFEST_EVERY_S = 1.0
 
 def location(ctx: dict[str, Any]) -> dict[str, Any]:
     return {k: ctx[k] for k in LOCATION_KEYS if k in ctx and ctx[k] is not None}
-
-
-def content_sha256(value: Any) -> str:
-    """Hash of the value itself (dtype, shape, bytes), independent of the pickle/zip container,
-    so two installs with different torch versions can still be compared by hash."""
-    h = hashlib.sha256()
-    _feed(h, value)
-    return h.hexdigest()
-
-
-def _feed(h: Any, v: Any) -> None:
-    if isinstance(v, torch.Tensor):
-        t = v.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy())  # buffer protocol: no copy
-    elif isinstance(v, (list, tuple)):
-        h.update(f"{'L' if isinstance(v, list) else 'U'}{len(v)}:".encode())
-        for x in v:
-            _feed(h, x)
-    elif isinstance(v, (set, frozenset)):
-        h.update(f"S{len(v)}:".encode())
-        for x in sorted(v, key=repr):
-            _feed(h, x)
-    elif isinstance(v, dict):
-        h.update(f"D{len(v)}:".encode())
-        for k in sorted(v, key=repr):
-            _feed(h, k)
-            _feed(h, v[k])
-    else:
-        h.update(f"{type(v).__name__}:{v!r};".encode())
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -111,21 +84,22 @@ def check_not_swap_folder(folder: str, swap_folders: Iterable[str]) -> None:
 
 
 def check_save_target(folder: str, index_path: str | None, swap_folders: Iterable[str] = ()) -> None:
-    """Refuse a save folder whose files of the same name would overwrite an index's (the tap writes
-    centroids.pt and avg_residual.pt, as an index does), a swap's folder, or someone's hand-made tap.
+    """Refuse a save folder whose files of the same name would overwrite an index's (the tap names
+    some global stages' files as an index names its own), a swap's folder, or someone's hand-made tap.
     Raised before anything is written."""
-    from colbert.compare.layout import index_markers  # compare owns what an index folder looks like
+    from colbert.indexing.index_files import AVG_RESIDUAL, CENTROIDS, index_markers
 
+    clash = f"{CENTROIDS} and {AVG_RESIDUAL}"
     check_not_swap_folder(folder, swap_folders)
     if index_path and os.path.realpath(folder) == os.path.realpath(index_path):
-        raise TapConfigError(f"tap save: {folder} is the index folder this run writes; the tap's centroids.pt "
-                             "and avg_residual.pt would overwrite the index's. Use a bare `save` (it writes to "
+        raise TapConfigError(f"tap save: {folder} is the index folder this run writes; the tap's {clash} "
+                             "would overwrite the index's. Use a bare `save` (it writes to "
                              "<index_path>/tap/) or another folder")
     if os.path.isdir(folder):
         found = index_markers(folder)
         if found:
             raise TapConfigError(f"tap save: {folder} holds an index ({', '.join(found[:3])}); the tap's "
-                                 "centroids.pt and avg_residual.pt would overwrite its files. Save to an empty "
+                                 f"{clash} would overwrite its files. Save to an empty "
                                  "folder or a bare `save` (<index_path>/tap/)")
         _refuse_handmade(folder)
 
@@ -254,12 +228,12 @@ class SaveTap(ArtifactTap):
                                                       **info.get("tap_settings", {})})
         self.manifest.write()
         self._last_manifest = time.monotonic()
-        if self.verbose:
-            who = f" (rank {self._rank}/{self._nranks})" if self._nranks > 1 else ""
-            print(f"[colbert-tap] saving artifacts to {folder}{who}", flush=True)
-            if removed:
-                print(f"[colbert-tap] note: {folder} held a previous save; its {len(removed)} file(s) were "
-                      "removed first, so the folder holds this run only", flush=True)
+        level = progress_level(self.verbose)
+        who = f" (rank {self._rank}/{self._nranks})" if self._nranks > 1 else ""
+        log.log(level, "[colbert-tap] saving artifacts to %s%s", folder, who)
+        if removed:
+            log.log(level, "[colbert-tap] note: %s held a previous save; its %d file(s) were removed first, so the "
+                    "folder holds this run only", folder, len(removed))
 
     def _release_lock(self) -> None:
         lock, self._lock = self._lock, None
@@ -279,9 +253,8 @@ class SaveTap(ArtifactTap):
             self.manifest.finish(self.status)
         finally:
             self._release_lock()
-        if self.verbose:
-            print(f"[colbert-tap] saved {self._count} artifacts ({self._bytes / 2**20:.1f} MiB) and "
-                  f"{os.path.basename(self.manifest.path)} to {self.folder}", flush=True)
+        log.log(progress_level(self.verbose), "[colbert-tap] saved %d artifacts (%.1f MiB) and %s to %s", self._count,
+                self._bytes / 2**20, os.path.basename(self.manifest.path), self.folder)
         self.manifest = None
 
     # -- tap points ------------------------------------------------------------------------

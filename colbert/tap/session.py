@@ -46,7 +46,7 @@ def tap_session(*, config_dict: dict[str, Any] | Callable[[], dict[str, Any]] | 
             else:
                 yield t
         except BaseException as e:
-            getattr(t, "fail", lambda e: None)(e)
+            t.fail(e)
             try:
                 t.end()
             except Exception:  # noqa: BLE001 - the run's own error is the one to report
@@ -60,20 +60,19 @@ def _planned_folders(index_path: str) -> tuple[list[str], list[str]]:
     COLBERT_TAP (parsed only: no tap is built, a user's tap class is not imported)."""
     import os
 
-    from colbert.tap.env import parse_actions
+    from colbert.tap.composite import CompositeTap
+    from colbert.tap.env import default_save_folder, tap_actions
     from colbert.tap.save import resolve_folder, save_folders
     from colbert.tap.swap import SwapTap
 
     info = {"index_path": index_path, "phase": "index"}
     bound = active_tap()
     if bound is not None:
-        swaps = [t.folder for t in (*getattr(bound, "taps", ()), bound) if isinstance(t, SwapTap)]
+        members = bound.taps if isinstance(bound, CompositeTap) else [bound]
+        swaps = [t.folder for t in members if isinstance(t, SwapTap)]
         return [resolve_folder(s.folder_arg, info) for s in save_folders(bound)], swaps
-    spec = os.environ.get("COLBERT_TAP", "").strip()
-    if not spec or spec.lower() == "off":
-        return [], []
-    default = os.environ.get("COLBERT_TAP_DIR", "").strip() or None
-    actions = parse_actions(spec)
+    default = default_save_folder()
+    actions = tap_actions()
     saves = [resolve_folder(arg or default, info) for action, arg in actions if action == "save"]
     swaps = [os.path.abspath(os.path.expanduser(arg)) for action, arg in actions if action == "swap"]
     return saves, swaps

@@ -19,6 +19,10 @@ Each stage belongs to a phase: "index" (written by Indexer runs, into <index>/ta
 Each stage also states what its values must be (bounds, finiteness, power of two, sum, order: the
 "value facts" of `Stage`); a swap checks an injected value against them (colbert/tap/validate.py),
 and docs/tap.md's value table is generated from them.
+
+Each stage also says how `colbert-tap compare` judges it (`compare`, one of COMPARISONS, with the
+`companion` stage it reads beside it) and which index file holds it (`index_file`, a name from
+colbert/indexing/index_files.py); compare reads both from here instead of knowing stage names.
 """
 
 from __future__ import annotations
@@ -26,6 +30,20 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
+
+from colbert.indexing import index_files as files
+
+# How compare judges a stage's values (colbert/compare/engine.py dispatches on these).
+COMPARISONS = {
+    "exact": "bit for bit: integers, bools, lists of ints, tuples of int tensors",
+    "float": "within each tolerance profile (floats); ints beside them bit for bit",
+    "set": "as a set of ids: order and container type do not matter",
+    "ivf": "per centroid, the set of ids in its list (order inside a list and padding do not matter); "
+           "the companion stage holds the list lengths",
+    "codes": "bit for bit, and which passages hold a moved code (companion: the chunk's doclens)",
+    "residuals": "bit for bit, and unpacked to nbits buckets per dimension to say how many moved",
+    "json": "field by field (index and manifest JSON; no stage is JSON)",
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,15 @@ class Stage:
     power_of_two: bool = False  # an int that is a power of two (1, 2, 4, ...)
     total: str | None = None  # the numbers sum to this fact (e.g. doclens to the embeddings' count)
     order: str | None = None  # "ascending" | "descending" (non-strict) for a 1-D value
+    # -- how compare judges it: a key of COMPARISONS; the stage compare reads beside it (ivf list
+    # lengths, a chunk's doclens) and what its counts of differing entries count
+    compare: str = "exact"
+    companion: str | None = None
+    unit: str = "elements"
+    # -- the index file that holds it (index_files name or per-chunk template; None: tap only), and
+    # which element of a tuple file it is (None: the whole file)
+    index_file: str | None = None
+    index_element: int | None = None
 
 
 def _search(name, kind, dtype, shape, producer, consumers, description, **kw) -> Stage:
@@ -70,83 +97,96 @@ STAGES: tuple[Stage, ...] = (
           ("sample_pids", "num_embeddings_est"), "number of passages in the collection", low=1, high="collection_size"),
     Stage("sample_pids", "global", "set", None, "k = min(1 + int(16*sqrt(120*N)), N)",
           "colbert.indexing.sampling.sample_pids", ("local_sample_embs",),
-          "pids drawn with random.sample(range(N), k) after seed 12345", low=0, high="num_passages-1"),
+          "pids drawn with random.sample(range(N), k) after seed 12345", low=0, high="num_passages-1",
+          compare="set"),
     Stage("tensorize_output", "group", "tuple", None, "(list[(ids, mask) int64 (<=bsize, W)], reverse_indices int64 (G,))",
           "colbert.modeling.tokenization.doc_tokenization.DocTokenizer.tensorize", ("encoder_layers", "batches"),
           "tokenized, length-sorted encode group", low=0, high="vocab_size-1"),
     Stage("encoder_layers", "layer", "tensor", "float32", "(b, W, hidden) or (b, W, dim) for the projection",
-          "colbert.modeling.colbert.ColBERT.doc", ("batches",),
+          "colbert.modeling.checkpoint.Checkpoint.docFromText", ("batches",),
           "hidden state of each transformer layer (l0 = embeddings) and the projection (last l)",
-          capture_only=True),
+          capture_only=True, compare="float"),
     Stage("batches", "group", "list", None, "list[(D_b float32 (b, W, dim), mask_b bool (b, W, 1))]",
           "colbert.modeling.checkpoint.Checkpoint.docFromText", ("D",),
-          "per-batch encoder outputs of one encode group"),
+          "per-batch encoder outputs of one encode group", compare="float"),
     Stage("D", "group", "tensor", "float32", "(sum(doclens), dim)",
           "colbert.modeling.checkpoint.Checkpoint.docFromText", ("local_sample_embs", "embs"),
-          "flattened embeddings of one encode group, in collection order"),
+          "flattened embeddings of one encode group, in collection order", compare="float"),
     Stage("local_sample_embs", "rank", "tensor", "float32", "(n_s, dim)",
           "colbert.indexing.sampling.encode_sample", ("avg_doclen_est", "sample", "sample_heldout"),
-          "embeddings of this rank's sampled passages"),
+          "embeddings of this rank's sampled passages", compare="float"),
     Stage("local_sample_doclens", "rank", "list", None, "list[int] (len(local sample))",
           "colbert.indexing.sampling.encode_sample", ("avg_doclen_est",),
-          "token counts of this rank's sampled passages", low=0, total="num_embeddings"),
+          "token counts of this rank's sampled passages", low=0, total="num_embeddings", unit="passages"),
     Stage("avg_doclen_est", "global", "float", None, "float (float32-rounded)",
-          "colbert.indexing.plan.estimate_plan", ("num_embeddings_est",), "mean sample doclen", low=1),
+          "colbert.indexing.plan.estimate_plan", ("num_embeddings_est",), "mean sample doclen", low=1,
+          compare="float"),
     Stage("num_embeddings_est", "global", "float", None, "float", "colbert.indexing.plan.estimate_plan",
-          ("num_partitions",), "N * avg_doclen_est", low=1),
+          ("num_partitions",), "N * avg_doclen_est", low=1, compare="float"),
     Stage("num_partitions", "global", "int", None, "K, a power of two", "colbert.indexing.plan.estimate_plan",
           ("prenorm_centroids",), "number of centroids", low=1, power_of_two=True),
     Stage("sample", "global", "tensor", "float16", "(n_s - h, dim)",
-          "colbert.indexing.sampling.split_sample", ("prenorm_centroids",), "k-means training points"),
+          "colbert.indexing.sampling.split_sample", ("prenorm_centroids",), "k-means training points",
+          compare="float"),
     Stage("sample_heldout", "global", "tensor", "float16", "(h, dim), h = int(min(0.05*n_s, 50000))",
           "colbert.indexing.sampling.split_sample", ("bucket_cutoffs", "bucket_weights", "avg_residual"),
-          "held-out points for residual statistics"),
+          "held-out points for residual statistics", compare="float"),
     Stage("prenorm_centroids", "global", "tensor", "float32", "(K, dim)",
-          "colbert.indexing.kmeans.train_kmeans", ("postnorm_centroids",), "raw k-means centroids"),
+          "colbert.indexing.kmeans.train_kmeans", ("postnorm_centroids",), "raw k-means centroids",
+          compare="float"),
     Stage("postnorm_centroids", "global", "tensor", "float32", "(K, dim)",
           "colbert.indexing.kmeans.train_kmeans", ("centroids", "bucket_cutoffs", "bucket_weights", "avg_residual"),
-          "L2-normalised centroids (CPU path keeps float32 for the held-out statistics)"),
+          "L2-normalised centroids (CPU path keeps float32 for the held-out statistics)", compare="float"),
     Stage("bucket_cutoffs", "global", "tensor", "float32", "(2**nbits - 1,)",
           "colbert.indexing.codecs.residual_stats.compute_residual_stats", ("residuals",),
-          "quantile cut points of held-out residuals", order="ascending"),
+          "quantile cut points of held-out residuals", order="ascending", compare="float",
+          index_file=files.BUCKETS, index_element=0),
     Stage("bucket_weights", "global", "tensor", "float32", "(2**nbits,)",
           "colbert.indexing.codecs.residual_stats.compute_residual_stats", (),
-          "quantile reconstruction values of held-out residuals"),
+          "quantile reconstruction values of held-out residuals", compare="float", index_file=files.BUCKETS,
+          index_element=1),
     Stage("avg_residual", "global", "tensor", "float32", "() 0-dim",
-          "colbert.indexing.codecs.residual_stats.compute_residual_stats", (), "mean |residual|", low=0),
+          "colbert.indexing.codecs.residual_stats.compute_residual_stats", (), "mean |residual|", low=0,
+          compare="float", index_file=files.AVG_RESIDUAL),
     Stage("centroids", "global", "tensor", "float16", "(K, dim)",
           "colbert.indexing.codecs.residual_codec.ResidualCodec.save", ("codes", "residuals"),
-          "centroids as saved in centroids.pt and used to compress chunks"),
+          f"centroids as saved in {files.CENTROIDS} and used to compress chunks", compare="float",
+          index_file=files.CENTROIDS),
     Stage("embs", "chunk", "tensor", "float16", "(E_c, dim)",
           "colbert.indexing.collection_indexer.index_chunks", ("codes", "residuals"),
-          "chunk embeddings (CPU path: float32 encoder output rounded to float16)"),
+          "chunk embeddings (CPU path: float32 encoder output rounded to float16)", compare="float"),
     Stage("doclens", "chunk", "list", None, "list[int] (N_c)",
           "colbert.indexing.collection_indexer.index_chunks", ("pid_ivf", "pid_ivf_lengths"),
-          "tokens kept per passage", low=0, total="num_embeddings"),
+          "tokens kept per passage", low=0, total="num_embeddings", unit="passages", index_file=files.DOCLENS),
     Stage("codes", "chunk", "tensor", "int32", "(E_c,)",
-          "colbert.indexing.codecs.residual_codec.ResidualCodec.compress", ("presort_codes",),
-          "nearest centroid of each embedding", low=0, high="num_partitions-1"),
+          "colbert.indexing.collection_indexer.index_chunks", ("presort_codes",),
+          "nearest centroid of each embedding", low=0, high="num_partitions-1", compare="codes", companion="doclens",
+          index_file=files.CODES),
     Stage("residuals", "chunk", "tensor", "uint8", "(E_c, dim*nbits/8)",
-          "colbert.indexing.codecs.residual_codec.ResidualCodec.compress", (),
-          "bucketised residuals, nbits per dimension, packed"),
+          "colbert.indexing.collection_indexer.index_chunks", (),
+          "bucketised residuals, nbits per dimension, packed", compare="residuals", index_file=files.RESIDUALS),
     Stage("presort_codes", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf",
-          ("values", "ivf"), "all codes in embedding order", low=0, high="num_partitions-1"),
+          ("values", "ivf"), "all codes in embedding order", low=0, high="num_partitions-1", compare="codes"),
     Stage("values", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf",
           ("ivf_lengths",), "codes sorted ascending", low=0, high="num_partitions-1", order="ascending"),
     Stage("ivf", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf", ("pid_ivf", "pid_ivf_lengths"),
-          "embedding ids grouped by centroid (sort permutation)", low=0, high="num_embeddings-1"),
+          "embedding ids grouped by centroid (sort permutation)", low=0, high="num_embeddings-1", compare="ivf",
+          companion="ivf_lengths", unit="embedding id"),
     Stage("ivf_lengths", "global", "tensor", "int64", "(K,)", "colbert.indexing.ivf.build_ivf",
           ("pid_ivf", "pid_ivf_lengths"), "embeddings per centroid", low=0, total="num_embeddings"),
     Stage("pid_ivf", "global", "tensor", "int32", "(sum unique pids per centroid + padding,)",
-          "colbert.indexing.ivf.optimize_ivf", (), "passage ids per centroid, as saved in ivf.pid.pt",
-          low=0, high="num_passages-1"),
+          "colbert.indexing.ivf.optimize_ivf", (), f"passage ids per centroid, as saved in {files.IVF}",
+          low=0, high="num_passages-1", compare="ivf", companion="pid_ivf_lengths", unit="pid", index_file=files.IVF,
+          index_element=0),
     Stage("pid_ivf_lengths", "global", "tensor", "int64", "(K,)", "colbert.indexing.ivf.optimize_ivf", (),
-          "passages per centroid, as saved in ivf.pid.pt", low=0, high="num_passages"),
+          f"passages per centroid, as saved in {files.IVF}", low=0, high="num_passages", index_file=files.IVF,
+          index_element=1),
     # -- search (one Searcher query; CPU path dtypes; the GPU path has float16 where noted) --
     _search("Q", "tensor", "float32", "(1, query_maxlen, dim)", "colbert.searcher.Searcher.dense_search",
-            ("centroid_scores", "exact_scores"), "query embeddings (the encoder's output for this query)"),
+            ("centroid_scores", "exact_scores"), "query embeddings (the encoder's output for this query)",
+            compare="float"),
     _search("centroid_scores", "tensor", "float32", "(K, query_maxlen) (GPU: float16)", f"{_SCORER}.retrieve",
-            ("probed_cells", "filtered_pids"), "similarity of every centroid to every query token"),
+            ("probed_cells", "filtered_pids"), "similarity of every centroid to every query token", compare="float"),
     _search("probed_cells", "tensor", "int64", "(<= ncells * query_maxlen,) sorted unique",
             f"{_SCORER}.retrieve", ("candidate_pids",), "centroids probed: the ncells best per query token",
             variable_length=True, low=0, high="num_partitions-1", order="ascending"),
@@ -155,19 +195,20 @@ STAGES: tuple[Stage, ...] = (
             "passages in the probed cells' lists (or the pids= given), after filter_fn", variable_length=True,
             low=0, high="num_passages-1"),
     _search("filtered_pids", "tensor", "int32", "(<= ndocs // 4,) best approximate score first",
-            f"{_SCORER}.prune", ("decompressed_embs", "exact_scores"),
+            f"{_SCORER}.rank", ("decompressed_embs", "exact_scores"),
             "survivors of the two centroid-only pruning passes (filter_pids); absent when pids= is given",
             variable_length=True, low=0, high="num_passages-1"),
     _search("decompressed_embs", "tensor", "float32", "(sum of the survivors' doclens, dim) (GPU: float16)",
             f"{_SCORER}.exact_scores", ("exact_scores",),
-            "the survivors' embeddings rebuilt from codes and residuals, L2-normalised"),
+            "the survivors' embeddings rebuilt from codes and residuals, L2-normalised", compare="float"),
     _search("exact_scores", "tensor", "float32", "(n,) in filtered_pids order",
-            f"{_SCORER}.exact_scores", ("ranked_pids", "ranked_scores"), "MaxSim of Q against each survivor"),
+            f"{_SCORER}.rank", ("ranked_pids", "ranked_scores"), "MaxSim of Q against each survivor",
+            compare="float"),
     _search("ranked_pids", "tensor", "int32", "(n,) best first", f"{_SCORER}.rank", (),
             "the ranking: survivors sorted by exact score (before truncation to k)", low=0,
             high="num_passages-1"),
     _search("ranked_scores", "tensor", "float32", "(n,) descending", f"{_SCORER}.rank", (),
-            "exact scores in ranking order (before truncation to k)", order="descending"),
+            "exact scores in ranking order (before truncation to k)", order="descending", compare="float"),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
@@ -191,6 +232,11 @@ def get_stage(name: str) -> Stage:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown tap stage {name!r}; valid stages: {', '.join(STAGE_NAMES)}") from None
+
+
+def index_stages() -> tuple[str, ...]:
+    """The stages an index folder holds (those with an `index_file`), in pipeline order."""
+    return tuple(s.name for s in STAGES if s.index_file is not None)
 
 
 def stage_index(name: str) -> int:

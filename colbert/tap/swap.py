@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Iterable
 
@@ -10,6 +11,9 @@ from colbert.tap.errors import TapError, TapLoadError
 from colbert.tap.select import Selection
 from colbert.tap.stages import LOCATION_KEYS, STAGE_NAMES, artifact_filename, get_stage
 from colbert.tap.validate import fit_artifact, load_artifact
+from colbert.utils.logs import progress_level
+
+log = logging.getLogger(__name__)
 
 
 def check_swap_folder(folder: str) -> str:
@@ -68,28 +72,28 @@ class SwapTap(ArtifactTap):
         self._present = stages_present(self._files)
         self._nranks = int(info.get("nranks", 1) or 1)
         self.injected, self.not_found, self.refused = {}, {}, {}
-        if self.verbose:
-            print(f"[colbert-tap] injecting artifacts from {self.folder}", flush=True)
+        log.log(progress_level(self.verbose), "[colbert-tap] injecting artifacts from %s", self.folder)
 
     def end(self) -> None:
-        if not self.verbose:
+        level = progress_level(self.verbose)
+        if not log.isEnabledFor(level):
             return
         if self.injected:
             used = ", ".join(f"{s} ({len(f)})" if len(f) > 1 else s for s, f in self.injected.items())
-            print(f"[colbert-tap] injected from {self.folder}: {used}", flush=True)
+            log.log(level, "[colbert-tap] injected from %s: %s", self.folder, used)
         else:
-            print(f"[colbert-tap] injected nothing from {self.folder}", flush=True)
+            log.log(level, "[colbert-tap] injected nothing from %s", self.folder)
         if self.not_found:
             ran = ", ".join(f"{s} ({len(f)})" if len(f) > 1 else s for s, f in self.not_found.items())
-            print(f"[colbert-tap] not in {self.folder}, ran normally: {ran}", flush=True)
+            log.log(level, "[colbert-tap] not in %s, ran normally: %s", self.folder, ran)
         for fname, why in self.refused.items():
-            print(f"[colbert-tap] refused {fname} from {self.folder}: {why}", flush=True)
+            log.log(level, "[colbert-tap] refused %s from %s: %s", fname, self.folder, why)
         unused = self.unused_files()
         if unused:
             more = f" (+{len(unused) - 10} more)" if len(unused) > 10 else ""
             why = "the run stopped (at the refused file) before asking for" if self.refused else \
                 "this run never asked for"
-            print(f"[colbert-tap] files in {self.folder} {why}: {', '.join(unused[:10])}{more}", flush=True)
+            log.log(level, "[colbert-tap] files in %s %s: %s%s", self.folder, why, ", ".join(unused[:10]), more)
 
     def unused_files(self) -> list[str]:
         """Stored artifacts that no tap point asked for (e.g. chunks this run does not have).

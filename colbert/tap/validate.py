@@ -3,7 +3,8 @@
 Everything a swap injects goes through `load_artifact` (weights_only=True: no code runs while
 unpickling) and `fit_artifact` (kind, dtype and shape against the registry and the live value, then
 the registry's value facts: ranges, finiteness, power of two, sums, order; see `check_values`).
-The same `describe` is used for the manifest, so the manifest and error messages agree.
+What each kind of value is and how it is described lives in colbert/tap/kinds.py, shared with the
+manifest, so the manifest and error messages agree.
 """
 
 from __future__ import annotations
@@ -17,95 +18,10 @@ from typing import Any
 
 import torch
 
-from colbert.tap.errors import TapLoadError, TapMismatchError, TapUnsafeError, TapWriteError
+from colbert.tap.errors import TapLoadError, TapMismatchError, TapUnsafeError
+from colbert.tap.kinds import accepts, describe, dtype_name, from_saved, kind_of, numeric_leaves
 from colbert.tap.stages import get_stage
 from colbert.utils.torch_load import safe_load
-
-_KIND_TYPES = {"tensor": (torch.Tensor,), "tuple": (tuple,), "int": (int,), "float": (float,),
-               "list": (list,), "set": (set, frozenset)}
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def describe(value: Any) -> str:
-    """Short human-readable type/dtype/shape, e.g. `tensor float16 (120, 96)` or `list[37]`."""
-    if isinstance(value, torch.Tensor):
-        return f"tensor {dtype_name(value.dtype)} {tuple(value.shape)}"
-    if isinstance(value, bool):
-        return f"bool {value}"
-    if isinstance(value, (int, float)):
-        return f"{type(value).__name__} {value!r}"
-    if isinstance(value, (list, tuple, set, frozenset)):
-        name = type(value).__name__
-        if isinstance(value, (list, tuple)) and 0 < len(value) <= 4:
-            return f"{name}({', '.join(describe(v) for v in value)})"
-        return f"{name}[{len(value)}]"
-    if isinstance(value, dict):
-        return f"dict[{len(value)}]"
-    return type(value).__name__
-
-
-def summarize(value: Any) -> dict[str, Any]:
-    """kind / dtype / shape for the manifest. Containers get shape [len] and their element types."""
-    if isinstance(value, torch.Tensor):
-        return {"kind": "tensor", "dtype": dtype_name(value.dtype), "shape": list(value.shape)}
-    if isinstance(value, bool):
-        return {"kind": "bool", "dtype": None, "shape": []}
-    if isinstance(value, int):
-        return {"kind": "int", "dtype": None, "shape": [], "value": value}
-    if isinstance(value, float):
-        return {"kind": "float", "dtype": None, "shape": [], "value": value}
-    if isinstance(value, (set, frozenset)):
-        return {"kind": "set", "dtype": None, "shape": [len(value)]}
-    if isinstance(value, (list, tuple)):
-        out: dict[str, Any] = {"kind": type(value).__name__, "dtype": None, "shape": [len(value)]}
-        # A tuple of tensors (e.g. (ivf, ivf_lengths)) is small: list its elements. Long lists of
-        # batches are not, and their element summaries would dwarf the manifest.
-        if isinstance(value, tuple) and len(value) <= 8:
-            out["elements"] = [summarize(v) for v in value]
-        return out
-    if value is None:
-        return {"kind": "none", "dtype": None, "shape": []}
-    return {"kind": type(value).__name__, "dtype": None, "shape": []}
-
-
-def to_saveable(value: Any, stage: str) -> Any:
-    """A detached snapshot that `torch.load(weights_only=True)` can read back.
-
-    Tensors become fresh contiguous CPU clones: a view would otherwise drag its whole base storage
-    into the file, and a later in-place update by the pipeline must not change what was saved.
-    """
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True).contiguous()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        items = [to_saveable(v, stage) for v in value]
-        return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, (set, frozenset)):
-        # A sorted list, not a set: torch < 2.7 refuses sets under weights_only=True, and a tap
-        # folder must load on every supported torch. The stage registry's kind turns it back.
-        items = [to_saveable(v, stage) for v in value]
-        try:
-            return sorted(items)
-        except TypeError:
-            return sorted(items, key=repr)
-    if isinstance(value, dict):
-        return {k: to_saveable(v, stage) for k, v in value.items()}
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover
-        np = None
-    if np is not None:
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return torch.from_numpy(value.copy())
-    raise TapWriteError(f"tap save: stage {stage!r} produced a {type(value).__name__}, which cannot be stored "
-                        "so that torch.load(weights_only=True) reads it back (tensors, numbers, str, "
-                        "and lists/tuples/sets/dicts of them are supported)")
 
 
 def load_artifact(path: str, stage: str | None = None) -> Any:
@@ -160,7 +76,7 @@ def fit_artifact(stage: str, stored: Any, live: Any, path: str, *, allow_cast: b
 
 def _fit_artifact(stage: str, stored: Any, live: Any, path: str, allow_cast: bool) -> Any:
     spec = get_stage(stage)
-    if not _kind_ok(spec.kind, stored):
+    if not accepts(spec.kind, stored):
         raise _mismatch(stage, path, f"a {spec.kind} (registry: {spec.shape})", describe(stored))
     if live is None:
         if spec.kind == "tensor" and spec.dtype and dtype_name(stored.dtype) != spec.dtype:
@@ -168,7 +84,7 @@ def _fit_artifact(stage: str, stored: Any, live: Any, path: str, allow_cast: boo
                 raise _mismatch(stage, path, f"tensor {spec.dtype}", describe(stored),
                                 "; set COLBERT_TAP_CAST=1 to cast")
             stored = stored.to(getattr(torch, spec.dtype))
-        return _as_kind(spec.kind, stored)
+        return from_saved(spec.kind, stored)
     if (spec.variable_length and isinstance(stored, torch.Tensor) and isinstance(live, torch.Tensor)
             and stored.dim() == live.dim() == 1):
         # a pid list whose length is itself a result (e.g. how many passages survive pruning):
@@ -183,7 +99,7 @@ def check_values(stage: str, value: Any, path: str, facts: dict[str, Any] | None
     still send the pipeline into a ZeroDivisionError, a faiss assertion or silent nonsense."""
     spec = get_stage(stage)
     facts = facts or {}
-    leaves = list(_numeric_leaves(value))
+    leaves = list(numeric_leaves(value))
     if not leaves:
         return
     if spec.finite:
@@ -218,24 +134,6 @@ def check_values(stage: str, value: Any, path: str, facts: dict[str, Any] | None
                     at = int((~step).nonzero()[0].item())
                     raise _mismatch(stage, path, f"{spec.order} order (registry: {spec.shape})",
                                     f"{_num(x[at].item())} then {_num(x[at + 1].item())} at positions {at}, {at + 1}")
-
-
-def _numeric_leaves(value: Any):
-    """The tensors (non-bool, non-empty) and Python numbers inside a value, depth first. A container of
-    plain numbers is yielded as its numbers, so bounds see each one."""
-    if isinstance(value, torch.Tensor):
-        if value.dtype != torch.bool and value.numel():
-            yield value
-    elif isinstance(value, bool):
-        return
-    elif isinstance(value, (int, float)):
-        yield value
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        for v in value:
-            yield from _numeric_leaves(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _numeric_leaves(v)
 
 
 def _non_finite(x: Any) -> str:
@@ -281,43 +179,12 @@ def _num(x: Any) -> str:
     return str(x)
 
 
-def _kind_ok(kind: str, stored: Any) -> bool:
-    if kind == "set":
-        return isinstance(stored, (set, frozenset, list, tuple))
-    if kind == "tuple":
-        return isinstance(stored, (tuple, list))
-    if kind == "int":
-        return (isinstance(stored, int) and not isinstance(stored, bool)) or _int_scalar_tensor(stored)
-    if kind == "float":
-        return isinstance(stored, (int, float)) and not isinstance(stored, bool) or _scalar_tensor(stored)
-    return isinstance(stored, _KIND_TYPES.get(kind, (object,)))
-
-
-def _as_kind(kind: str, stored: Any) -> Any:
-    if kind == "set":
-        return set(stored)
-    if kind == "tuple":
-        return tuple(stored)
-    if kind == "int" and isinstance(stored, torch.Tensor):
-        return int(stored.item())
-    if kind == "float":
-        return float(stored.item() if isinstance(stored, torch.Tensor) else stored)
-    return stored
-
-
-def _scalar_tensor(x: Any) -> bool:
-    return isinstance(x, torch.Tensor) and x.numel() == 1 and x.dim() <= 1
-
-
-def _int_scalar_tensor(x: Any) -> bool:
-    return _scalar_tensor(x) and not x.dtype.is_floating_point and x.dtype != torch.bool
-
-
 def _fit(stage: str, path: str, stored: Any, live: Any, where: str, allow_cast: bool,
          registry_dtype: str | None = None) -> Any:
     at = f" at {where}" if where else ""
-    if isinstance(live, torch.Tensor):
-        if not isinstance(stored, torch.Tensor):
+    kind = kind_of(live)
+    if kind == "tensor":
+        if not accepts("tensor", stored):
             raise _mismatch(stage, path, describe(live) + at, describe(stored))
         if tuple(stored.shape) != tuple(live.shape):
             raise _mismatch(stage, path, f"shape {tuple(live.shape)}{at} (the live value's)",
@@ -331,20 +198,12 @@ def _fit(stage: str, path: str, stored: Any, live: Any, where: str, allow_cast: 
         if stored.device != live.device:
             stored = stored.to(live.device)
         return stored
-    if isinstance(live, bool) or live is None or isinstance(live, str):
-        if type(stored) is not type(live):
-            raise _mismatch(stage, path, describe(live) + at, describe(stored))
-        return stored
-    if isinstance(live, int):
-        if isinstance(stored, bool) or not (isinstance(stored, int) or _int_scalar_tensor(stored)):
-            raise _mismatch(stage, path, "an int" + at, describe(stored))
-        return int(stored.item()) if isinstance(stored, torch.Tensor) else stored
-    if isinstance(live, float):
-        if isinstance(stored, bool) or not (isinstance(stored, (int, float)) or _scalar_tensor(stored)):
-            raise _mismatch(stage, path, "a float" + at, describe(stored))
-        return float(stored.item() if isinstance(stored, torch.Tensor) else stored)
-    if isinstance(live, (set, frozenset)):
-        if not isinstance(stored, (set, frozenset, list, tuple)):
+    if kind in ("int", "float"):
+        if not accepts(kind, stored):
+            raise _mismatch(stage, path, ("an int" if kind == "int" else "a float") + at, describe(stored))
+        return from_saved(kind, stored)
+    if kind == "set":
+        if not accepts("set", stored):
             raise _mismatch(stage, path, f"a set of {len(live)}{at}", describe(stored))
         as_set = set(stored)
         if len(as_set) != len(live):
@@ -357,19 +216,19 @@ def _fit(stage: str, path: str, stored: Any, live: Any, where: str, allow_cast: 
                 raise _mismatch(stage, path, f"elements of type {want.__name__}{at}",
                                 f"an element {bad!r} of type {type(bad).__name__}")
         return type(live)(as_set)
-    if isinstance(live, (list, tuple)):
-        if not isinstance(stored, (list, tuple)):
+    if kind in ("list", "tuple"):
+        if kind_of(stored) not in ("list", "tuple"):
             raise _mismatch(stage, path, f"a {type(live).__name__} of {len(live)}{at}", describe(stored))
         if len(stored) != len(live):
             raise _mismatch(stage, path, f"a {type(live).__name__} of length {len(live)}{at} (the live value's)",
                             f"length {len(stored)} ({describe(stored)})")
         items = [_fit(stage, path, s, l, f"{where}[{i}]", allow_cast) for i, (s, l) in enumerate(zip(stored, live))]
-        return items if isinstance(live, list) else tuple(items)
-    if isinstance(live, dict):
-        if not isinstance(stored, dict) or set(stored) != set(live):
+        return items if kind == "list" else tuple(items)
+    if kind == "dict":
+        if kind_of(stored) != "dict" or set(stored) != set(live):
             raise _mismatch(stage, path, f"a dict with keys {sorted(map(str, live))}{at}", describe(stored))
         return {k: _fit(stage, path, stored[k], v, f"{where}[{k!r}]", allow_cast) for k, v in live.items()}
-    # A live type we do not know how to check: accept only the identical type.
+    # bool, None, str, and a live type we do not know how to check: accept only the identical type.
     if type(stored) is not type(live):
         raise _mismatch(stage, path, describe(live) + at, describe(stored))
     return stored

@@ -1,8 +1,7 @@
 """ResidualCodec: nearest-centroid codes plus nbits-per-dimension bucketised residuals.
 
-Bit layout (must match upstream's files): for each dimension the bucket index is emitted least
-significant bit first; the resulting bit stream is packed 8 bits per byte, first bit in the most
-significant position. Decompression inverts that with a 256-entry table per byte.
+The residual bit layout (it must match upstream's files) is defined in residual_bits.py; the
+codec packs with it and decompresses through its 256-entry table of the buckets each byte holds.
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ import os
 
 import torch
 
+from colbert.indexing import index_files as files
+from colbert.indexing.codecs.residual_bits import bucket_bits, byte_buckets, pack_bits
 from colbert.search import extensions
 from colbert.tap import tap
 from colbert.utils.io import atomic_torch_save
@@ -32,36 +33,9 @@ class ResidualEmbeddings:
     def __len__(self):
         return self.codes.size(0)
 
-    def save(self, path_prefix: str):
-        atomic_torch_save(self.codes, f"{path_prefix}.codes.pt")
-        atomic_torch_save(self.residuals, f"{path_prefix}.residuals.pt")
-
-
-def reversed_bit_map(nbits: int) -> torch.Tensor:
-    """For each byte: its nbits-wide groups kept in place, the bits inside each group reversed."""
-    out = []
-    for b in range(256):
-        z = 0
-        for group in range(8 // nbits):
-            shift = group * nbits
-            chunk = (b >> shift) & ((1 << nbits) - 1)
-            rev = int(format(chunk, f"0{nbits}b")[::-1], 2)
-            z |= rev << shift
-        out.append(z)
-    return torch.tensor(out, dtype=torch.uint8)
-
-
-def decompression_lookup_table(nbits: int) -> torch.Tensor:
-    """Row r: the base-2**nbits digits of r, most significant first (8 // nbits of them)."""
-    base, width = 1 << nbits, 8 // nbits
-    rows = [[(r // base ** (width - 1 - i)) % base for i in range(width)] for r in range(256)]
-    return torch.tensor(rows, dtype=torch.uint8)
-
-
-def pack_bits_msb_first(bits: torch.Tensor) -> torch.Tensor:
-    """Flat 0/1 uint8 tensor (length divisible by 8) -> packed bytes, first bit in the MSB."""
-    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
-    return (bits.view(-1, 8) * weights).sum(dim=1, dtype=torch.uint8)
+    def save(self, index_path: str, chunk: int):
+        atomic_torch_save(self.codes, os.path.join(index_path, files.chunk_file(files.CODES, chunk)))
+        atomic_torch_save(self.residuals, os.path.join(index_path, files.chunk_file(files.RESIDUALS, chunk)))
 
 
 class ResidualCodec:
@@ -85,20 +59,16 @@ class ResidualCodec:
             self.bucket_cutoffs = bucket_cutoffs.cuda()
         if torch.is_tensor(bucket_weights):
             self.bucket_weights = bucket_weights.cuda().half() if self.use_gpu else bucket_weights.float()
-        device = self.centroids.device
-        self.arange_bits = torch.arange(0, self.nbits, dtype=torch.uint8, device=device)
-        self.reversed_bit_map = reversed_bit_map(self.nbits).to(device)
-        self.decompression_lookup_table = (decompression_lookup_table(self.nbits).to(device)
-                                           if bucket_weights is not None else None)
+        self.byte_buckets = byte_buckets(self.nbits).to(self.centroids.device) if bucket_weights is not None else None
 
     @classmethod
     def load(cls, index_path: str):
         from colbert.infra.config import ColBERTConfig
 
         config = ColBERTConfig.load_from_index(index_path)
-        centroids = safe_load(os.path.join(index_path, "centroids.pt"))
-        avg_residual = safe_load(os.path.join(index_path, "avg_residual.pt"))
-        bucket_cutoffs, bucket_weights = safe_load(os.path.join(index_path, "buckets.pt"))
+        centroids = safe_load(os.path.join(index_path, files.CENTROIDS))
+        avg_residual = safe_load(os.path.join(index_path, files.AVG_RESIDUAL))
+        bucket_cutoffs, bucket_weights = safe_load(os.path.join(index_path, files.BUCKETS))
         if avg_residual.dim() == 0:
             avg_residual = avg_residual.item()
         return cls(config, centroids, avg_residual, bucket_cutoffs, bucket_weights)
@@ -107,9 +77,9 @@ class ResidualCodec:
         assert self.avg_residual is not None and torch.is_tensor(self.bucket_cutoffs)
         centroids = tap("centroids", self.centroids.half())
         avg_residual = self.avg_residual if torch.is_tensor(self.avg_residual) else torch.tensor([self.avg_residual])
-        atomic_torch_save(centroids, os.path.join(index_path, "centroids.pt"))
-        atomic_torch_save((self.bucket_cutoffs, self.bucket_weights), os.path.join(index_path, "buckets.pt"))
-        atomic_torch_save(avg_residual, os.path.join(index_path, "avg_residual.pt"))
+        atomic_torch_save(centroids, os.path.join(index_path, files.CENTROIDS))
+        atomic_torch_save((self.bucket_cutoffs, self.bucket_weights), os.path.join(index_path, files.BUCKETS))
+        atomic_torch_save(avg_residual, os.path.join(index_path, files.AVG_RESIDUAL))
         return centroids
 
     # -- compression -------------------------------------------------------------------------
@@ -140,11 +110,11 @@ class ResidualCodec:
 
     def binarize(self, residuals: torch.Tensor) -> torch.Tensor:
         buckets = torch.bucketize(residuals.float(), self.bucket_cutoffs).to(dtype=torch.uint8)
-        bits = ((buckets.unsqueeze(-1) >> self.arange_bits) & 1).flatten()  # (rows, dim, nbits), LSB first
+        bits = bucket_bits(buckets, self.nbits)
         if bits.is_cuda:  # upstream's GPU branch packs on the GPU: the packbits CUDA kernel, same bit order
             packed = extensions.packbits(bits)
         else:
-            packed = pack_bits_msb_first(bits)
+            packed = pack_bits(bits)
         return packed.reshape(residuals.size(0), self.dim // 8 * self.nbits)
 
     # -- decompression -------------------------------------------------------------------------
@@ -160,7 +130,5 @@ class ResidualCodec:
 
     def decompress_residuals(self, binary_residuals: torch.Tensor) -> torch.Tensor:
         assert binary_residuals.dtype == torch.uint8
-        rows = binary_residuals.size(0)
-        idx = self.reversed_bit_map[binary_residuals.long()]
-        idx = self.decompression_lookup_table[idx.long()].reshape(rows, -1)
+        idx = self.byte_buckets[binary_residuals.long()].reshape(binary_residuals.size(0), -1)
         return self.bucket_weights[idx.long()]

@@ -10,7 +10,7 @@ from colbert.tap import tap
 
 def compute_residual_stats(config, centroids: torch.Tensor, heldout: torch.Tensor):
     """On the CPU path `centroids` are the un-rounded float32 ones (upstream's quirk); the chunk codec
-    later uses the fp16-rounded centroids read back from centroids.pt."""
+    later uses the fp16-rounded centroids read back from the index."""
     if heldout.size(0) == 0:
         raise ValueError("residual statistics: the held-out sample is empty (too few embeddings to index)")
     codec = ResidualCodec(config, centroids=centroids)

@@ -8,6 +8,7 @@ checkpoint's artifact.metadata ends up as the defaults of an indexing run.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any
 
@@ -98,10 +99,12 @@ class BaseConfig:
 
     @classmethod
     def load_from_index(cls, index_path: str):
+        from colbert.indexing.index_files import METADATA, PLAN
+
         try:
-            return cls.from_path(os.path.join(index_path, "metadata.json"))
+            return cls.from_path(os.path.join(index_path, METADATA))
         except Exception:
-            return cls.from_path(os.path.join(index_path, "plan.json"))
+            return cls.from_path(os.path.join(index_path, PLAN))
 
     def export(self) -> dict:
         d = dataclasses.asdict(self)
@@ -113,7 +116,7 @@ class BaseConfig:
         return d
 
     def help(self):
-        print(ujson.dumps(self.export(), indent=4))
+        logging.getLogger(__name__).info(ujson.dumps(self.export(), indent=4))
 
     def save(self, path: str, overwrite: bool = False):
         from colbert.utils.io import atomic_write_text

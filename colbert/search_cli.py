@@ -37,12 +37,14 @@ def cmd_search(args) -> int:
     from tqdm import tqdm
 
     from colbert.evaluation.files import load_queries, write_ranking
-
     from colbert.infra.validation import check_search_settings
+    from colbert.search.ranking import Ranking
 
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")
     check_search_settings(args.ncells, args.centroid_score_threshold, args.ndocs)
+    # qids keep the file's spelling (colbert.evaluation.files), so the ranking and the tap's file names
+    # repeat them; the text is what Searcher.search_all would read from the same file
     queries = load_queries(args.queries)
     index_path = _resolve(args.index, args.index_root)
     if args.checkpoint and not os.path.exists(args.checkpoint):
@@ -69,7 +71,9 @@ def cmd_search(args) -> int:
             pids, ranks, scores = _search_one(searcher, text, args.k, qid)
             data[qid] = list(zip(pids, ranks, scores))
     elapsed = time.time() - t1
-    write_ranking(data, args.out)
+    # the Searcher's own result class, written as the TSV alone at --out as given (Ranking.save would add a
+    # .meta and resolve a relative path under Run().path_)
+    write_ranking(Ranking(data=data), args.out)
     print(f"{len(data)} queries searched in {elapsed:.2f} s ({1000 * elapsed / len(data):.1f} ms/query; "
           f"index and model loaded in {loaded:.1f} s); ranking written to {args.out}")
     return 0

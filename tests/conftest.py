@@ -47,4 +47,29 @@ def small_index(colbert_checkpoint, small_passages, tmp_path_factory):
     return build_index(colbert_checkpoint, small_passages, root), small_passages
 
 
+def file_hashes(folder, skip=()) -> dict[str, str]:
+    """sha256 of every file under `folder` (dot-files too), by relative path: proof that nothing moved.
+    `skip`: base names left out (e.g. the index lock, which a refused run takes and drops)."""
+    import hashlib
+
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            if name in skip:
+                continue
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def clear_tap_env(monkeypatch):
+    """No COLBERT_TAP* setting of the caller's shell reaches the test; tap progress lines off."""
+    for k in list(os.environ):
+        if k.startswith("COLBERT_TAP"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("COLBERT_TAP_QUIET", "1")
+    return monkeypatch
+
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

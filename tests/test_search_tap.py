@@ -10,6 +10,7 @@ import torch
 
 from colbert.tap import SwapTap, load_manifest, use_tap
 from colbert.tap.stages import stages_of_phase
+from conftest import clear_tap_env
 
 QUERIES = {3: "dielectric constant of liquids", 4: "band pass filter design", 5: "noise in electron tubes"}
 TAP_VARS = ("COLBERT_TAP", "COLBERT_TAP_DIR", "COLBERT_TAP_ONLY", "COLBERT_TAP_SKIP", "COLBERT_TAP_LAYERS",
@@ -35,10 +36,7 @@ def searcher(index_copy, colbert_checkpoint):
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for k in TAP_VARS:
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("COLBERT_TAP_QUIET", "1")
-    return monkeypatch
+    return clear_tap_env(monkeypatch)
 
 
 def load(folder, name):

@@ -7,7 +7,6 @@ second save into a folder holding a previous one), compare on leftovers / tamper
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -24,32 +23,18 @@ from colbert.tap import SaveTap, load_manifest, tap, use_tap
 from colbert.tap.errors import TapConfigError, TapWriteError
 from colbert.tap.session import tap_session
 from colbert.utils.locks import INDEX_LOCK, TAP_LOCK, FolderLockedError, folder_lock
+from conftest import clear_tap_env, file_hashes as hashes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECTION = os.path.join(REPO, "colbert", "data", "vaswani", "collection.tsv")
-TAP_VARS = ("COLBERT_TAP", "COLBERT_TAP_DIR", "COLBERT_TAP_ONLY", "COLBERT_TAP_SKIP", "COLBERT_TAP_LAYERS",
-            "COLBERT_TAP_CAST", "COLBERT_TAP_QUIET", "COLBERT_TAP_SWAP_ONLY", "COLBERT_TAP_INDEX_PATH")
 INDEX_FLAGS = ["--limit", "40", "--nbits", "2", "--dim", "96", "--doc-maxlen", "64", "--kmeans-niters", "2",
                "--index-bsize", "16"]
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for k in TAP_VARS:
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("COLBERT_TAP_QUIET", "1")
+    clear_tap_env(monkeypatch)
     monkeypatch.setenv("TQDM_DISABLE", "1")  # the index command's progress bar would share stderr
-
-
-def hashes(folder) -> dict[str, str]:
-    """Every file under `folder` (dot-files too) and its sha256: proof that nothing moved."""
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, folder)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def fake_index(folder) -> str:
@@ -366,7 +351,7 @@ def signalled_run(tmp_path, argv: list[str], sig: int) -> tuple[int, str, dict]:
     (tmp_path / "stall_tap.py").write_text(STALL)
     save = tmp_path / "saved"
     marker = tmp_path / "stalled"
-    env = {k: v for k, v in os.environ.items() if k not in TAP_VARS}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLBERT_TAP")}
     env.update(COLBERT_TAP=f"save:{save},stall_tap:Stall", COLBERT_TAP_QUIET="1", STALL_MARKER=str(marker),
                PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]), TQDM_DISABLE="1", HF_HUB_OFFLINE="1",
                PYTHONWARNINGS="ignore")

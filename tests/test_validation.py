@@ -3,7 +3,6 @@ is erased or written: each gives one line naming the input, the CLI prints it an
 Python API raises the same message. An existing index is rebuilt over with overwrite and must come
 out of every failed attempt byte for byte as it was."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,20 +16,10 @@ from colbert.infra import ColBERTConfig, Run, RunConfig
 from colbert.infra.validation import ConfigError
 from colbert.modeling.checkpoint_files import CheckpointError
 from colbert.tap.errors import TapConfigError
-from conftest import build_index
+from conftest import build_index, file_hashes as hashes
 
 VASWANI_TSV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "colbert", "data", "vaswani",
                            "collection.tsv")
-
-
-def hashes(folder):
-    out = {}
-    for base, _, files in os.walk(folder):
-        for f in files:
-            path = os.path.join(base, f)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")

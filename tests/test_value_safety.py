@@ -5,7 +5,6 @@ CLI's tap, file modes and a full disk."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import stat
@@ -17,6 +16,7 @@ from colbert.cli import main as cli_main
 from colbert.tap import ArtifactTap, SwapTap, tap, use_tap
 from colbert.tap.errors import TapMismatchError
 from colbert.tap.stages import STAGES, get_stage
+from conftest import clear_tap_env, file_hashes
 
 TAP_VARS = ("COLBERT_TAP", "COLBERT_TAP_DIR", "COLBERT_TAP_ONLY", "COLBERT_TAP_SKIP", "COLBERT_TAP_LAYERS",
             "COLBERT_TAP_CAST", "COLBERT_TAP_QUIET")
@@ -26,26 +26,15 @@ QUERIES = {"1": "measurement of dielectric constants of liquids", "2": "transist
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for k in TAP_VARS:
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("COLBERT_TAP_QUIET", "1")
-    return monkeypatch
+    return clear_tap_env(monkeypatch)
 
 
 def hashes(folder) -> dict[str, str]:
-    """sha256 of every file under `folder`, but the index lock's (colbert/utils/locks.py): a run takes
-    and drops it even when it refuses to change anything, and a kill leaves its file behind."""
+    """Every file but the index lock (colbert/utils/locks.py): a run takes and drops it even when it
+    refuses to change anything, and a kill leaves its file behind."""
     from colbert.utils.locks import INDEX_LOCK
 
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            if name == INDEX_LOCK:
-                continue
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-    return out
+    return file_hashes(folder, skip={INDEX_LOCK})
 
 
 def swap_one(tmp_path, stage, stored, live, **ctx):

@@ -58,6 +58,14 @@ def test_scores_equal_direct_maxsim(searcher, small_index):
     assert torch.allclose(raw.score_all(Q).double(), direct_maxsim(Q, docs, floor=False), atol=1e-4, rtol=0)
 
 
+def test_cpu_blocks_are_the_codecs_decompression_bit_for_bit(searcher):
+    """The exhaustive search decompresses with the decompress_rows kernel on the CPU: same bits as the codec."""
+    idx = searcher.index
+    expected = searcher.codec.decompress(ResidualEmbeddings(idx.codes, idx.residuals)).float()
+    got = torch.cat([D for _, _, D in searcher._blocks()])
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
+
+
 def test_blocking_does_not_change_the_ranking(searcher, small_index):
     Q = searcher.encode(QUERIES)
     full = searcher.score_all(Q)

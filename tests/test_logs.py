@@ -163,3 +163,16 @@ def test_warnings_go_to_stderr(capsys):
     logging.getLogger("colbert.matrix.render").warning("matrix.png skipped")
     cap = capsys.readouterr()
     assert cap.out == "" and cap.err.endswith("] matrix.png skipped\n")
+
+
+def test_command_logging_is_undone_when_the_command_returns():
+    """A CLI command run in-process (colbert-tap matrix quiets colbert) leaves the caller's logging as it was."""
+    import logging
+
+    from colbert.utils.logs import command_logging
+
+    root, ours = logging.getLogger(), logging.getLogger("colbert")
+    before = (root.level, list(root.handlers), ours.level)
+    with command_logging(logging.WARNING):
+        assert ours.getEffectiveLevel() == logging.WARNING and root.handlers
+    assert (root.level, list(root.handlers), ours.level) == before

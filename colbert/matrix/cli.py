@@ -155,12 +155,17 @@ class _Display:
 
 
 def cmd_matrix(args) -> int:
+    from colbert.utils.logs import command_logging
+
+    # colbert's own default (INFO) is for index.py's progress; the matrix shows warnings unless --verbose
+    with command_logging(logging.INFO if args.verbose else logging.WARNING):
+        return _cmd_matrix(args)
+
+
+def _cmd_matrix(args) -> int:
     from colbert.matrix.docker import emit_dockerfiles
     from colbert.matrix.runner import Matrix
 
-    level = logging.INFO if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("colbert").setLevel(level)  # colbert's own default (INFO) is for index.py's progress
     spec = _spec(args)
     argv = getattr(args, "argv", None)
     spec.command = "colbert-tap " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -19,8 +19,10 @@ not drop a line: they log it at DEBUG instead of INFO (see `progress_level`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from typing import Iterator
 
 ROOT = "colbert"
 FORMAT = "[%(asctime)s] %(message)s"
@@ -86,6 +88,26 @@ def remove_default_handler() -> None:
     root = logging.getLogger(ROOT)
     for h in [h for h in root.handlers if isinstance(h, _StdoutHandler)]:
         root.removeHandler(h)
+
+
+@contextlib.contextmanager
+def command_logging(level: int, fmt: str = "%(levelname)s %(name)s: %(message)s") -> Iterator[None]:
+    """A command's logging (basicConfig-like, and colbert's own level), undone when it returns, so that an
+    in-process caller (a test, a notebook) keeps its progress lines and handlers afterwards."""
+    root, ours = logging.getLogger(), logging.getLogger(ROOT)
+    saved_level, saved_handlers, saved_ours = root.level, list(root.handlers), ours.level
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(fmt))
+        root.addHandler(handler)
+    root.setLevel(level)
+    ours.setLevel(level)
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        ours.setLevel(saved_ours)
 
 
 def progress_level(show: bool) -> int:

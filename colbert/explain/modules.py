@@ -22,7 +22,7 @@ import os
 import subprocess
 from typing import Any, Callable
 
-from colbert.tap.manifest import MANIFEST
+from colbert.tap.manifest import MANIFEST, load_manifest
 
 # Encoder stages: when one of them is a root stage, the module level has something to find.
 ENCODER_STAGES = ("tensorize_output", "encoder_layers", "batches", "D", "local_sample_embs", "embs")
@@ -34,8 +34,7 @@ class ModuleLevelError(RuntimeError):
 
 
 def _manifest(tap: str) -> dict:
-    with open(os.path.join(tap, MANIFEST), encoding="utf-8") as f:
-        return json.load(f)
+    return load_manifest(tap)  # merged over ranks, as compare and replay read it
 
 
 def batch_files(tap: str) -> list[str]:

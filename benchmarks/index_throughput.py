@@ -6,7 +6,11 @@ and timing Indexer.index() (model load, sampling, k-means, encoding, compression
 use the parity venvs (same torch, transformers, faiss); after the runs the indexes are compared
 file by file. Prints passages/s per side, the ratio ours/oracle, and a markdown table; also the CPU time (user+sys)
 of each run's whole process tree, startup and imports included, which is less sensitive to machine load.
---encode-once-ablation adds a third side, colbert-tap with COLBERT_ENCODE_ONCE=0.
+--encode-once-ablation adds a side, colbert-tap with COLBERT_ENCODE_ONCE=0. Where this tree has exact
+mode (COLBERT_ENCODE_MODE=exact), a side "colbert-tap exact" runs too (its index may differ; the
+diff count is printed). Each run goes through benchmarks/index_worker.py, which times the stages
+(encode, k-means, residual statistics, compression, IVF, writes) by wrapping each side's functions
+in the child processes, and reports the run's peak RSS.
 
     python benchmarks/index_throughput.py --n 1000 --rounds 2
     python benchmarks/index_throughput.py --collection /path/to/big.tsv --n 40000 --rounds 1
@@ -32,6 +36,30 @@ from index_diff import diff_indexes  # noqa: E402
 from venvs import ensure_venv, run_in  # noqa: E402
 
 DEFAULT_TSV = os.path.join(REPO, "colbert", "data", "vaswani", "collection.tsv")
+EXACT = "colbert-tap exact"
+STAGE_NAMES = ("encode", "k-means", "residual statistics", "compression", "IVF", "writes")
+
+
+def has_exact_mode() -> bool:
+    """Whether this tree's ColBERTConfig has the exact encode mode (issue 10; until then the side is left out)."""
+    sys.path.insert(0, REPO)
+    from colbert.infra.config import ColBERTConfig
+
+    return "encode_mode" in ColBERTConfig.field_names()
+
+
+def _read_stages(stage_dir: str) -> dict:
+    """Sum of the per-process stage totals that index_worker.py wrote for one run."""
+    totals = dict.fromkeys(STAGE_NAMES, 0.0)
+    names = sorted(os.listdir(stage_dir))
+    if not names:
+        raise RuntimeError(f"{stage_dir}: index_worker.py wrote no stage times (expected one <pid>.json "
+                           "per process that indexed)")
+    for name in names:
+        with open(os.path.join(stage_dir, name)) as f:
+            for k, v in json.load(f).items():
+                totals[k] += v
+    return totals
 
 
 def main(argv=None) -> int:
@@ -43,6 +71,8 @@ def main(argv=None) -> int:
                     help="A: doc_maxlen 256, nbits 4, dim 96, kmeans_niters 20, index_bsize 32; B: nbits 2, defaults")
     ap.add_argument("--checkpoint", help="ColBERT checkpoint (default: MiniLM + seeded 96-dim projection)")
     ap.add_argument("--workdir", help="where indexes go (default: a temp dir)")
+    ap.add_argument("--no-exact", action="store_true", help="leave out the colbert-tap exact side")
+    ap.add_argument("--timeout", type=int, default=3 * 3600, help="seconds per run before it is killed")
     ap.add_argument("--encode-once-ablation", action="store_true",
                     help="add a third side: colbert-tap with COLBERT_ENCODE_ONCE=0 (every sampled passage "
                          "encoded twice, as upstream does)")
@@ -55,11 +85,17 @@ def main(argv=None) -> int:
     oracle_py, ours_py = ensure_venv("oracle"), ensure_venv("ours-tf457")
     work = args.workdir or tempfile.mkdtemp(prefix="colbert-tap-bench-")
     ckpt = benchmark_checkpoint(work, args.checkpoint)
-    script = os.path.join(REPO, "tests", "parity", "index_script.py")
+    script = os.path.join(REPO, "benchmarks", "index_worker.py")
     sides = [("colbert-ai 0.2.22", oracle_py, False, {}), ("colbert-tap", ours_py, True, {})]
+    if has_exact_mode() and not args.no_exact:
+        sides.append((EXACT, ours_py, True, {"COLBERT_ENCODE_MODE": "exact"}))
     if args.encode_once_ablation:
         sides.append(("colbert-tap, COLBERT_ENCODE_ONCE=0", ours_py, True, {"COLBERT_ENCODE_ONCE": "0"}))
+    for name in ("COLBERT_ENCODE_MODE", "COLBERT_ENCODE_ONCE"):  # each side sets its own
+        os.environ.pop(name, None)
     times = {side: [] for side, *_ in sides}
+    stages = {side: [] for side, *_ in sides}  # per run: {stage: seconds}
+    rss = {side: [] for side, *_ in sides}
     cpu = {side: [] for side, *_ in sides}  # user+sys of the run's whole process tree (RUSAGE_CHILDREN delta)
     loads = [os.getloadavg()]
     paths = {}
@@ -67,29 +103,30 @@ def main(argv=None) -> int:
         for i, (side, python, ours, extra_env) in enumerate(sides):
             root = os.path.join(work, f"side{i}")
             os.makedirs(root, exist_ok=True)
-            saved = {k: os.environ.get(k) for k in extra_env}
-            os.environ.update(extra_env)
+            stage_dir = tempfile.mkdtemp(prefix="stages-", dir=work)
+            env = {**extra_env, "COLBERT_BENCH_STAGES_DIR": stage_dir}
             ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            try:
-                out = json.loads(run_in(python, script, ckpt, args.collection, str(args.n), root, args.config,
-                                        ours=ours, cwd=root).strip().splitlines()[-1])
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+            out = json.loads(run_in(python, script, ckpt, args.collection, str(args.n), root, args.config,
+                                    ours=ours, cwd=root, timeout=args.timeout,
+                                    extra_env=env).strip().splitlines()[-1])
             ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             times[side].append(out["seconds"])
+            stages[side].append(_read_stages(stage_dir))
+            rss[side].append(out["peak_rss_mb"])
             cpu[side].append(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
             paths[side] = out["index_path"]
             loads.append(os.getloadavg())
             console.print(f"round {r + 1}: {side:34s} {out['seconds']:7.1f} s  "
-                          f"({args.n / out['seconds']:.1f} passages/s)  process CPU {cpu[side][-1]:.1f} s  load {loads[-1][0]:.2f}")
+                          f"({args.n / out['seconds']:.1f} passages/s)  process CPU {cpu[side][-1]:.1f} s  "
+                          f"peak RSS {rss[side][-1]:.0f} MB  load {loads[-1][0]:.2f}")
+            console.print("    " + "  ".join(f"{k} {v:.1f}" for k, v in stages[side][-1].items()))
     oracle_side = sides[0][0]
-    problems = []
+    problems, diffs = [], {}
     for side, *_ in sides[1:]:
-        problems += [f"{side} vs {oracle_side}: {p}" for p in diff_indexes(paths[side], paths[oracle_side])]
+        found = diff_indexes(paths[side], paths[oracle_side])
+        diffs[side] = len(found)
+        if side != EXACT:  # exact mode is allowed to differ; only its count is reported
+            problems += [f"{side} vs {oracle_side}: {p}" for p in found]
     identical = "yes" if not problems else f"NO ({len(problems)} differences)"
     with open(os.path.join(paths[oracle_side], "metadata.json")) as f:
         meta = json.load(f)
@@ -116,6 +153,12 @@ def main(argv=None) -> int:
                   f"load average (1 min) before/after runs: {', '.join(f'{x:.2f}' for x in load1)}")
     import torch
 
+    console.print(f"peak RSS (MB, median): " + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in rss.items()))
+    if EXACT in times:
+        console.print(f"ratio exact / colbert-ai: {med[oracle_side] / med[EXACT]:.2f} "
+                      f"(diff_indexes vs colbert-ai: {diffs[EXACT]} differences)")
+    stage_med = {side: {st: statistics.median(r[st] for r in runs) for st in STAGE_NAMES}
+                 for side, runs in stages.items()}
     print("\nMarkdown:\n")
     print(f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{args.n:,} passages of {os.path.basename(args.collection)} (avg {avg_doclen:.1f} tokens/passage "
@@ -126,6 +169,22 @@ def main(argv=None) -> int:
         print(f"| {side} | {', '.join(f'{t:.1f}' for t in times[side])} | {med[side]:.1f} | "
               f"{args.n / med[side]:.2f} | {', '.join(f'{c:.1f}' for c in cpu[side])} |")
     print(f"| **ratio** colbert-tap / colbert-ai | | | **{ratio:.2f}** (identical output: {identical}) |")
+    if EXACT in times:
+        print(f"| **ratio** {EXACT} / colbert-ai | | | **{med[oracle_side] / med[EXACT]:.2f}** "
+              f"({diffs[EXACT]} differences from colbert-ai's index) |")
+    print("\n| side | passages/s | ratio | peak RSS MB | diff vs colbert-ai | "
+          + " | ".join(f"{st} s" for st in STAGE_NAMES) + " | other s |\n|---|---:|---:|---:|---|"
+          + "---:|" * (len(STAGE_NAMES) + 1))
+    for side in times:
+        other = med[side] - sum(stage_med[side].values())
+        d = "-" if side == oracle_side else ("0 (identical)" if diffs[side] == 0 else f"{diffs[side]} differences")
+        print(f"| {side} | {args.n / med[side]:.2f} | {med[oracle_side] / med[side]:.2f} | "
+              f"{statistics.median(rss[side]):.0f} | {d} | "
+              + " | ".join(f"{stage_med[side][st]:.1f}" for st in STAGE_NAMES) + f" | {other:.1f} |")
+    print("\nStage times are medians over runs, exclusive (a timed call nested in another counts once); "
+          "colbert-ai compresses and writes in a saver thread that overlaps encoding, so its stages may "
+          "sum to more than the wall time (other < 0). other = model load, sampling, tokenizer setup, "
+          "the rest of Indexer.index().")
     return 0 if not problems else 1
 
 

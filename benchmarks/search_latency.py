@@ -20,6 +20,11 @@
 
     python benchmarks/search_latency.py                  # 1,000 passages, k=10, 5 rounds per side
     python benchmarks/search_latency.py --k 100 --rounds 3 --no-cold
+    python benchmarks/search_latency.py --busy 2 --threads 2 --no-cold   # beside 2 CPU-bound spinners
+
+--busy N starts N CPU-bound processes (a pure-Python spin loop each) before the workers and stops them
+at the end, so both sides are timed on a loaded machine the same way; the load average is reported.
+--index/--checkpoint reuse an existing index instead of building the N-passage one.
 """
 
 from __future__ import annotations
@@ -75,6 +80,26 @@ def ensure_index(workdir: str, n: int, ours_py: str, checkpoint: str | None) -> 
     with open(record, "w") as f:
         json.dump({"index_path": index_path, "checkpoint": checkpoint, "n": n, "config": "parity B (nbits=2)"}, f)
     return index_path, checkpoint
+
+
+SPIN = "import signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nx = 0\nwhile True:\n    x += 1\n"
+
+
+def start_busy(n: int) -> list:
+    """n CPU-bound spinners: the neighbour load of a shared server, the same for both sides."""
+    return [subprocess.Popen([sys.executable, "-c", SPIN], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
+
+
+def stop_busy(procs: list) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 class Worker:
@@ -164,14 +189,27 @@ def main(argv=None) -> int:
                          "query: the sides alternate query by query (load drift cancels better, but each query "
                          "then starts with caches the other process has cooled)")
     ap.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold-start measurements")
+    ap.add_argument("--busy", type=int, default=0, metavar="N",
+                    help="run N CPU-bound spinner processes beside both sides for the whole timed part "
+                         "(default 0: a quiet machine)")
+    ap.add_argument("--index", help="an existing index folder to search (with --checkpoint) instead of "
+                                    "building the --n passage one")
     ap.add_argument("--json", help="also write all figures to this file")
     args = ap.parse_args(argv)
 
     os.makedirs(args.workdir, exist_ok=True)
     oracle_py, ours_py = ensure_venv("oracle"), ensure_venv("ours-tf457")
-    index_path, checkpoint = ensure_index(args.workdir, args.n, ours_py, args.checkpoint)
+    if args.index:
+        if not args.checkpoint:
+            ap.error("--index needs --checkpoint")
+        index_path, checkpoint = os.path.abspath(args.index), os.path.abspath(args.checkpoint)
+    else:
+        index_path, checkpoint = ensure_index(args.workdir, args.n, ours_py, args.checkpoint)
     queries = os.path.join(VASWANI, "queries.tsv")
     wargs = [index_path, checkpoint, queries, str(args.k), str(args.threads)]
+    busy = start_busy(args.busy)
+    if busy:
+        time.sleep(5)  # let the load average start to show the spinners
     load_before = load_text()
 
     print(f"warming up both sides on {index_path} ...", file=sys.stderr, flush=True)
@@ -214,7 +252,8 @@ def main(argv=None) -> int:
     finally:
         for w in sides.values():
             w.close()
-    load_after = load_text()
+        load_after = load_text()
+        stop_busy(busy)
 
     stats = {name: {p: summarize(v) for p, v in per.items()} for name, per in lat.items()}
     ratio = {p: {key: stats["colbert-tap"][p][key] / stats["colbert-ai"][p][key]
@@ -243,11 +282,14 @@ def main(argv=None) -> int:
                 cold[label] = cold_start(label, python, env, wargs, tmp)
 
     print(f"\n## Search latency: colbert-tap vs colbert-ai 0.2.22\n")
-    print(f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {args.threads}; "
+    print(f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {args.threads}, "
+          f"{args.busy} CPU-bound spinner process(es) beside both sides; "
           f"load average (1/5/15 min) {load_before} before, {load_after} after the timed rounds. "
           f"torch {sides['colbert-tap'].ready['torch']} on both sides.")
-    print(f"Index: first {args.n:,} Vaswani passages, nbits=2 (parity config B), built by colbert-tap "
-          f"(bit-identical to colbert-ai's). Queries: the 93 Vaswani queries, k={args.k}, "
+    where = (f"{index_path} (given with --index)" if args.index else
+             f"first {args.n:,} Vaswani passages, nbits=2 (parity config B), built by colbert-tap "
+             f"(bit-identical to colbert-ai's)")
+    print(f"Index: {where}. Queries: the 93 Vaswani queries, k={args.k}, "
           f"{args.rounds} rounds per side, alternating by {args.interleave}, after a full warm-up round.\n")
     print("| side | median ms/query | p90 ms | mean ms | encode median ms | ranking median ms | queries timed |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -273,7 +315,7 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump({"stats": stats, "ratio": ratio, "round_medians_ms": round_medians, "same_results": same,
                        "cold": cold, "cpu": cpu_name(), "cpus": os.cpu_count(), "threads": args.threads,
-                       "load_before": load_before, "load_after": load_after, "n": args.n, "k": args.k}, f, indent=2)
+                       "busy": args.busy, "load_before": load_before, "load_after": load_after, "n": args.n, "k": args.k}, f, indent=2)
     return 0
 
 

@@ -59,6 +59,20 @@ if os.environ.get("COLBERT_TEST_GELU"):
     F.gelu = lambda x, *a, **k: _gelu(x, *a, **k) * _scale
 '''
 
+# A changed op outside the encoder: F.normalize on 2-D inputs (the k-means centroids; the encoder's are 3-D)
+# one ulp up, as a kernel that rounds its last bit differently would give.
+NORMALIZE = '''
+import os
+if os.environ.get("COLBERT_TEST_NORMALIZE"):
+    import torch
+    import torch.nn.functional as F
+    _normalize = F.normalize
+    def normalize(x, *a, **k):
+        out = _normalize(x, *a, **k)
+        return torch.nextafter(out, torch.full_like(out, float("inf"))) if out.dim() == 2 else out
+    F.normalize = normalize
+'''
+
 TSV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "colbert", "data", "vaswani",
                    "collection.tsv")
 
@@ -141,7 +155,7 @@ def test_user_tap_on_local_sample_embs(explained_b, run_a):
     # the perturbation is a tap after the encoder: probed in both installs, every module call is identical
     assert ex.modules is not None and ex.modules["first"] is None and ex.modules["batches_compared"] >= 1
     assert "bit-identical in both installs" in md and "Below the stage level" in md
-    assert "Not implemented yet: module, shape and op levels for root stages outside the encoder" in md
+    assert "Not implemented yet: op level for root stages outside the encoder that the registry cannot recompute" in md
 
 
 def test_cli_json_reuses_the_complete_step(explained_b, run_a, run_b, capsys):
@@ -191,6 +205,30 @@ def test_encoder_change_needs_batches_then_embs(lab, run_a, tmp_path):
     # B's own layer captures still differ (upstream of the injection); they do not count against convergence
     assert two.differing == ["encoder_layers"] and two.final_match
     assert "encoder_layers (0.0" in render_markdown(ex)
+
+
+def test_changed_op_outside_the_encoder_is_named(lab, run_a, tmp_path):
+    """B's F.normalize differs in the last bit for 2-D inputs: the root stage is postnorm_centroids, whose
+    function (kmeans.normalize_centroids) changes its output on A's prenorm centroids, and B's extra op is named."""
+    site = lab[0] / "normalize"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NORMALIZE)
+    b = lab[1]("BN", PYTHONPATH=str(site), COLBERT_TEST_NORMALIZE="1")
+    ex = explain(run_a, b, work=str(tmp_path / "w"))
+    assert ex.first_divergence_exact == "postnorm_centroids"
+    assert ex.converged and ex.root_stages == ["postnorm_centroids"]
+    assert ex.modules is None  # nothing in the encoder to probe
+    (fn,) = ex.functions
+    assert fn["stage"] == "postnorm_centroids" and fn["function"] == "colbert.indexing.kmeans:normalize_centroids"
+    assert fn["same_inputs"]["equal"] is False and fn["same_inputs"]["n_unequal"] > 0
+    # A's ops all replay equal (same torch); B's patch runs extra ops after them, nextafter among them
+    assert fn["first"] is None and fn["departure"] == {"index": len(fn["sequence_a"]), "a": [],
+                                                       "b": fn["sequence_b"][len(fn["sequence_a"]):][:4]}
+    assert "aten.nextafter.default" in fn["departure"]["b"]
+    doc = ex.to_json()
+    assert any(o["op"] == "aten.nextafter.default" and o["stage"] == "postnorm_centroids" for o in doc["ops"])
+    text = render_markdown(ex)
+    assert "aten.nextafter.default" in text and "normalize_centroids" in text and "aten.linalg_vector_norm" in text
 
 
 def test_injection_that_changes_nothing_is_not_converged(lab, run_a, tmp_path, capsys):

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from colbert.compare.engine import Options, compare_runs
 from colbert.compare.report import DIFFERS, MATCH, ONLY_A, ONLY_B, Report, Row
 from colbert.compare.tolerances import PROFILES, resolve_profiles
+from colbert.explain.functions import function_levels, public_ops
 from colbert.explain.modules import DEFAULT_BATCHES, ENCODER_STAGES, ModuleLevelError, module_level, public_lists
 from colbert.tap.manifest import MANIFEST
 from colbert.tap.stages import STAGES, downstream, get_stage, index_stages, stage_index
@@ -27,7 +28,8 @@ from colbert.tap.stages import STAGES, downstream, get_stage, index_stages, stag
 EXACT = "exact"
 DONE = "done.json"  # written last into a step folder: the step is complete and may be reused
 # Below the stage level only the encoder is probed (colbert/explain/modules.py).
-NOT_IMPLEMENTED = ["module, shape and op levels for root stages outside the encoder (k-means, IVF, codec)"]
+NOT_IMPLEMENTED = ["op level for root stages outside the encoder that the registry cannot recompute alone: k-means "
+                   "itself (faiss runs outside aten), the per-chunk codes and residuals, pid_ivf, and the search stages"]
 # What makes one run's artifacts meaningless in the other (injection would not fit).
 _SAME = ("num_passages", "dim", "nbits")
 
@@ -79,6 +81,8 @@ class Explanation:
     origin_note: str | None = None
     modules: dict[str, Any] | None = None  # the module, shape and op levels (colbert/explain/modules.py)
     modules_note: str | None = None  # why they were not run, or why they stopped
+    functions: list[dict[str, Any]] = field(default_factory=list)  # op level of non-encoder stages (functions.py)
+    functions_notes: list[str] = field(default_factory=list)
 
     @property
     def chain(self) -> list[Step]:
@@ -103,6 +107,12 @@ class Explanation:
             return 2
         return 0 if self.converged else 1
 
+    def _public_lists(self) -> dict[str, Any]:
+        lists = public_lists(self.modules)
+        if self.functions:
+            lists["ops"] = (lists["ops"] or []) + public_ops(self.functions)
+        return lists
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": "colbert-tap-explain/1",
@@ -123,9 +133,11 @@ class Explanation:
             "error": self.error,
             "needs": self.needs,
             "exit_code": self.exit_code,
-            **public_lists(self.modules),
+            **self._public_lists(),
             "module_level": self.modules,
             "modules_note": self.modules_note,
+            "functions": self.functions,
+            "functions_notes": self.functions_notes,
             "not_implemented": list(NOT_IMPLEMENTED),
         }
 
@@ -378,6 +390,13 @@ def explain(a: str, b: str, *, profile: str = "default", work: str | None = None
                                       progress=progress)
         except ModuleLevelError as e:
             ex.modules_note = f"module level not run: {e}"
+    others = [s for s in ex.root_stages if s not in ENCODER_STAGES]
+    if ex.first_divergence_exact and ex.first_divergence_exact not in ENCODER_STAGES \
+            and ex.first_divergence_exact in ex.root_stages:
+        others.insert(0, ex.first_divergence_exact)
+    if others and not ex.error and modules:
+        ex.functions, ex.functions_notes = function_levels(ex.a, ex.b, others, ex.work, timeout=timeout,
+                                                           progress=progress)
     return ex
 
 

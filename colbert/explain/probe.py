@@ -15,6 +15,11 @@ what it saw; the explaining process compares the two sides (colbert/explain/modu
            op that differs.
   shapes   one batch re-encoded at other padded widths and row counts: each passage's own tokens
            against the batch as it ran, with a digest per shape for comparing installs.
+  stage-record  (A's side) for a stage the encoder does not produce (postnorm_centroids, bucket_cutoffs,
+           values, ivf ...): its registry `recompute` function run on A's saved input stages, with every
+           aten op it executes (inputs and outputs).
+  stage-check   (B's side) the same function on A's inputs, then each of A's ops replayed alone: does the
+           function's output differ given identical inputs, and which op first differs.
 
 Runs on every supported torch (1.13.1 on): hooks without kwargs, TorchDispatchMode, weights_only files.
 """
@@ -275,8 +280,11 @@ def unpack(v: Any) -> Any:
     if not isinstance(v, dict):
         return v
     if "__tensor__" in v:
-        t = v["__tensor__"]
-        out = torch.empty_strided(t.shape, v["stride"], dtype=t.dtype) if t.numel() else t.clone()
+        t, stride = v["__tensor__"], v["stride"]
+        if t.numel() and 0 in stride:  # a broadcast (expanded) argument: rebuild it as an expand, not a copy
+            small = t[tuple(slice(0, 1) if st == 0 else slice(None) for st in stride)].clone()
+            return small.expand(t.shape)
+        out = torch.empty_strided(t.shape, stride, dtype=t.dtype) if t.numel() else t.clone()
         return out.copy_(t) if t.numel() else out
     if "__seq__" in v:
         items = [unpack(x) for x in v["__seq__"]]
@@ -509,18 +517,121 @@ def cmd_shapes(spec: dict) -> dict:
             "width": int(ids.shape[1]), "variants": out}
 
 
+# -- stages the encoder does not produce -------------------------------------------------------------
+def trace_all_ops(fn, *args) -> tuple[list[dict], Any]:
+    """Every aten op `fn(*args)` executes, with packed inputs and outputs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    ops: list[dict] = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            ops.append({"op": str(func), "args": pack(list(args)), "kwargs": pack(dict(kwargs)),
+                        "out": pack(tensors_of(out)), "shapes": describe_arg(list(args))})
+            return out
+
+    with torch.no_grad(), Recorder():
+        result = fn(*args)
+    return ops, result
+
+
+def load_stage(tap: str, stage: str) -> Any:
+    """The one artifact of a single-valued stage in tap folder `tap`, as its manifest lists it."""
+    from colbert.tap.manifest import load_manifest
+    from colbert.utils.torch_load import safe_load
+
+    files = sorted(n for n, e in (load_manifest(tap).get("artifacts") or {}).items() if e.get("stage") == stage)
+    if len(files) != 1:
+        raise ValueError(f"{tap}: expected one saved {stage} artifact, found {len(files)}")
+    return safe_load(os.path.join(tap, files[0]))
+
+
+def recompute_call(spec: dict):
+    """(function, its arguments) that recompute spec['stage'] from A's saved inputs (registry facts)."""
+    import importlib
+    import inspect
+
+    from colbert.tap.stages import get_stage
+
+    st = get_stage(spec["stage"])
+    module, name = st.recompute.split(":")
+    fn = getattr(importlib.import_module(module), name)
+    args = [load_stage(spec["tap_a"], s) for s in st.recompute_from]
+    if next(iter(inspect.signature(fn).parameters), None) == "config":
+        from colbert.infra.config import ColBERTConfig
+
+        config = ColBERTConfig()
+        config.configure(ignore_unrecognized=True, **(spec.get("config") or {}))
+        args.insert(0, config)
+    return fn, args, st.recompute_element
+
+
+def _pick(result: Any, element: int | None) -> list[torch.Tensor]:
+    return tensors_of(result if element is None else result[element])
+
+
+def _diff(mine: list[torch.Tensor], theirs: list[torch.Tensor]) -> dict:
+    return {"equal": len(mine) == len(theirs) and all(bits_equal(x, y) for x, y in zip(mine, theirs)),
+            "max_abs": max((max_abs(x, y) or 0.0) for x, y in zip(mine, theirs)) if mine and theirs else None,
+            "n_unequal": sum((n_unequal(x, y) or 0) for x, y in zip(mine, theirs)),
+            "numel": sum(t.numel() for t in mine)}
+
+
+def cmd_stage_record(spec: dict) -> dict:
+    fn, args, element = recompute_call(spec)
+    ops, result = trace_all_ops(fn, *args)
+    return {"torch": str(torch.__version__), "stage": spec["stage"], "function": get_function_name(fn),
+            "output": pack(_pick(result, element)), "ops": ops}
+
+
+def get_function_name(fn) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def cmd_stage_check(spec: dict) -> dict:
+    from colbert.utils.torch_load import safe_load
+
+    a = safe_load(spec["record"])
+    fn, args, element = recompute_call(spec)
+    own_ops, result = trace_all_ops(fn, *args)
+    same_inputs = _diff(_pick(result, element), unpack(a["output"]))
+    ops = []
+    for i, op in enumerate(a["ops"]):
+        entry = {"index": i, "op": op["op"], "inputs": op["shapes"]}
+        try:
+            out = resolve_op(op["op"])(*unpack(op["args"]), **unpack(op["kwargs"]))
+            entry.update(_diff(tensors_of(out), unpack(op["out"])))
+        except Exception as e:  # an op this torch cannot replay: reported, the others go on
+            entry.update(equal=None, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        ops.append(entry)
+    seq_a, seq_b = [o["op"] for o in a["ops"]], [o["op"] for o in own_ops]
+    split = next((i for i, (x, y) in enumerate(zip(seq_a, seq_b)) if x != y), None)
+    if split is None and len(seq_a) != len(seq_b):
+        split = min(len(seq_a), len(seq_b))
+    return {"torch": str(torch.__version__), "torch_a": a["torch"], "stage": a["stage"], "function": a["function"],
+            "same_inputs": same_inputs, "ops": ops, "sequence_a": seq_a, "sequence_b": seq_b,
+            "sequence_split": split}
+
+
+COMMANDS = {"digests": cmd_digests, "detail": cmd_detail, "check": cmd_check, "shapes": cmd_shapes,
+            "stage-record": cmd_stage_record, "stage-check": cmd_stage_check}
+BINARY_OUTPUT = ("detail", "stage-record")  # torch.save'd (tensors inside); the others are JSON
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("digests", "detail", "check", "shapes"):
-        print("usage: python -m colbert.explain.probe digests|detail|check|shapes SPEC.json", file=sys.stderr)
+    if len(argv) != 2 or argv[0] not in COMMANDS:
+        print(f"usage: python -m colbert.explain.probe {'|'.join(COMMANDS)} SPEC.json", file=sys.stderr)
         return 2
     with open(argv[1], encoding="utf-8") as f:
         spec = json.load(f)
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
-    result = {"digests": cmd_digests, "detail": cmd_detail, "check": cmd_check, "shapes": cmd_shapes}[argv[0]](spec)
+    result = COMMANDS[argv[0]](spec)
     out = spec["out"]
     tmp = out + ".tmp"
-    if argv[0] == "detail":
+    if argv[0] in BINARY_OUTPUT:
         torch.save(result, tmp)
     else:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -17,6 +17,8 @@ NOT_IMPLEMENTED_TEXT = "Not implemented yet: " + ", ".join(NOT_IMPLEMENTED) + ".
 LAYER_COLUMNS = ("module (batch of the first difference)", "bit-identical", "elements differing", "max |a−b|",
                  "mean |a−b|")
 OP_COLUMNS = ("#", "aten op (A's inputs, replayed in B)", "inputs", "bit-identical", "max |a−b|")
+FUNCTION_OP_COLUMNS = ("stage", "#", "aten op (A's inputs, replayed in B)", "inputs", "bit-identical",
+                       "max |a−b| or elements differing")
 FED_COLUMNS = ("module fed A's inputs in B", "class", "elements differing", "max |a−b|", "mean |a−b|")
 MAX_OPS_SHOWN = 12
 
@@ -94,6 +96,27 @@ def _module_text(ex: Explanation) -> list[str]:
             out.append(f"The module runs different aten ops in the two installs: A {', '.join(op['sequence_a'])}; "
                        f"B {', '.join(op['sequence_b'] or ['(not recorded)'])}.")
     return out
+
+
+def _function_text(ex: Explanation) -> list[str]:
+    """Sentences for the stages outside the encoder: their function, then the op that changed."""
+    out = [r["summary"][0].upper() + r["summary"][1:] + "." for r in ex.functions]
+    out += [n[0].upper() + n[1:] + "." for n in ex.functions_notes]
+    return out
+
+
+def function_op_rows(ex: Explanation) -> list[list[str]]:
+    """Each recomputed stage's aten ops (A's, replayed in B) up to the first that differs."""
+    rows = []
+    for r in ex.functions:
+        ops, first = r["ops"], r["first"]
+        stop = first["index"] + 1 if first else len(ops)
+        for o in ops[:stop][-MAX_OPS_SHOWN:]:
+            eq = "error: " + o["error"] if o.get("error") else ("✓" if o["equal"] else "✗")
+            moved = fmt_num(o.get("max_abs")) if o.get("max_abs") is not None else (
+                "" if o.get("equal") or o.get("n_unequal") is None else f"{o['n_unequal']:,} / {o['numel']:,}")
+            rows.append([r["stage"], str(o["index"]), o["op"], o["inputs"], eq, moved])
+    return rows
 
 
 def layer_rows(ex: Explanation) -> list[list[str]]:
@@ -190,7 +213,7 @@ def render_markdown(ex: Explanation) -> str:
     lines += ["", f"**{summary(ex)}**"]
     if ex.needs:
         lines += ["", f"Needed: {ex.needs}"]
-    below = _module_text(ex)
+    below = _module_text(ex) + _function_text(ex)
     if below:
         lines += ["", "### Below the stage level", ""] + [x for t in below for x in (t, "")]
     if layer_rows(ex):
@@ -199,6 +222,8 @@ def render_markdown(ex: Explanation) -> str:
         lines += _md_table(list(FED_COLUMNS), fed_rows(ex)) + [""]
     if op_rows(ex):
         lines += _md_table(list(OP_COLUMNS), op_rows(ex)) + [""]
+    if function_op_rows(ex):
+        lines += _md_table(list(FUNCTION_OP_COLUMNS), function_op_rows(ex)) + [""]
     lines += ["", f"_{NOT_IMPLEMENTED_TEXT}_", ""]
     return "\n".join(lines)
 
@@ -234,9 +259,10 @@ def print_table(ex: Explanation, console=None) -> None:
         console.print(f"needed: {ex.needs}", highlight=False)
     if ex.work:
         console.print(f"replays kept under {ex.work}", highlight=False)
-    for text in _module_text(ex):
+    for text in _module_text(ex) + _function_text(ex):
         console.print(text, highlight=False)
-    for columns, rows in ((LAYER_COLUMNS, layer_rows(ex)), (FED_COLUMNS, fed_rows(ex)), (OP_COLUMNS, op_rows(ex))):
+    for columns, rows in ((LAYER_COLUMNS, layer_rows(ex)), (FED_COLUMNS, fed_rows(ex)), (OP_COLUMNS, op_rows(ex)),
+                          (FUNCTION_OP_COLUMNS, function_op_rows(ex))):
         if rows:
             t = Table(header_style="bold")
             for c in columns:

@@ -15,7 +15,7 @@ from colbert.utils.io import atomic_torch_save
 def build_ivf(chunk_codes: list[torch.Tensor], num_partitions: int):
     codes = torch.cat([c.long() for c in chunk_codes]) if chunk_codes else torch.zeros(0, dtype=torch.long)
     codes = tap("presort_codes", codes, num_partitions=num_partitions)
-    values, ivf = codes.sort()
+    values, ivf = sort_codes(codes)
     values = tap("values", values, num_partitions=num_partitions)
     ivf = tap("ivf", ivf, num_embeddings=codes.numel())
     ivf_lengths = torch.bincount(values, minlength=num_partitions)
@@ -23,6 +23,12 @@ def build_ivf(chunk_codes: list[torch.Tensor], num_partitions: int):
         raise ValueError(f"ivf: codes reach centroid {ivf_lengths.size(0) - 1}, but the index has {num_partitions}")
     ivf_lengths = tap("ivf_lengths", ivf_lengths, num_embeddings=codes.numel())
     return ivf, ivf_lengths
+
+
+def sort_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, ivf): codes sorted ascending and the permutation (upstream's unstable sort: the order of
+    equal codes is the kernel's)."""
+    return codes.sort()
 
 
 def read_all_doclens(index_path: str) -> list[int]:

@@ -42,9 +42,13 @@ def train_kmeans(sample: torch.Tensor, num_partitions: int, niters: int, backend
     else:
         centroids = _torch_kmeans(sample, num_partitions, niters)
     centroids = tap("prenorm_centroids", centroids)
-    centroids = torch.nn.functional.normalize(centroids, dim=-1)
-    centroids = tap("postnorm_centroids", centroids)
+    centroids = tap("postnorm_centroids", normalize_centroids(centroids))
     return centroids, (centroids.half() if use_gpu else centroids.float())
+
+
+def normalize_centroids(prenorm: torch.Tensor) -> torch.Tensor:
+    """Unit-length centroids (postnorm_centroids from prenorm_centroids)."""
+    return torch.nn.functional.normalize(prenorm, dim=-1)
 
 
 def _faiss(sample: torch.Tensor, k: int, niters: int) -> torch.Tensor:

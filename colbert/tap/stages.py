@@ -84,6 +84,13 @@ class Stage:
     # which element of a tuple file it is (None: the whole file)
     index_file: str | None = None
     index_element: int | None = None
+    # -- how `colbert-tap explain` recomputes it from its input stages in another install (the op level
+    # for stages the encoder does not produce): "module:function" called with the artifacts named in
+    # `recompute_from` (a first parameter named `config` gets the run's ColBERTConfig), and which element
+    # of a tuple result is this stage (None: the whole result). None: not recomputable alone.
+    recompute: str | None = None
+    recompute_from: tuple[str, ...] = ()
+    recompute_element: int | None = None
 
 
 def _search(name, kind, dtype, shape, producer, consumers, description, **kw) -> Stage:
@@ -136,18 +143,19 @@ STAGES: tuple[Stage, ...] = (
           compare="float"),
     Stage("postnorm_centroids", "global", "tensor", "float32", "(K, dim)",
           "colbert.indexing.kmeans.train_kmeans", ("centroids", "bucket_cutoffs", "bucket_weights", "avg_residual"),
-          "L2-normalised centroids (CPU path keeps float32 for the held-out statistics)", compare="float"),
+          "L2-normalised centroids (CPU path keeps float32 for the held-out statistics)", compare="float",
+          recompute="colbert.indexing.kmeans:normalize_centroids", recompute_from=("prenorm_centroids",)),
     Stage("bucket_cutoffs", "global", "tensor", "float32", "(2**nbits - 1,)",
           "colbert.indexing.codecs.residual_stats.compute_residual_stats", ("residuals",),
           "quantile cut points of held-out residuals", order="ascending", compare="float",
-          index_file=files.BUCKETS, index_element=0),
+          index_file=files.BUCKETS, index_element=0, recompute="colbert.indexing.codecs.residual_stats:compute_residual_stats", recompute_from=("postnorm_centroids", "sample_heldout"), recompute_element=0),
     Stage("bucket_weights", "global", "tensor", "float32", "(2**nbits,)",
           "colbert.indexing.codecs.residual_stats.compute_residual_stats", (),
           "quantile reconstruction values of held-out residuals", compare="float", index_file=files.BUCKETS,
-          index_element=1),
+          index_element=1, recompute="colbert.indexing.codecs.residual_stats:compute_residual_stats", recompute_from=("postnorm_centroids", "sample_heldout"), recompute_element=1),
     Stage("avg_residual", "global", "tensor", "float32", "() 0-dim",
           "colbert.indexing.codecs.residual_stats.compute_residual_stats", (), "mean |residual|", low=0,
-          compare="float", index_file=files.AVG_RESIDUAL),
+          compare="float", index_file=files.AVG_RESIDUAL, recompute="colbert.indexing.codecs.residual_stats:compute_residual_stats", recompute_from=("postnorm_centroids", "sample_heldout"), recompute_element=2),
     Stage("centroids", "global", "tensor", "float16", "(K, dim)",
           "colbert.indexing.codecs.residual_codec.ResidualCodec.save", ("codes", "residuals"),
           f"centroids as saved in {files.CENTROIDS} and used to compress chunks", compare="float",
@@ -168,10 +176,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("presort_codes", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf",
           ("values", "ivf"), "all codes in embedding order", low=0, high="num_partitions-1", compare="codes"),
     Stage("values", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf",
-          ("ivf_lengths",), "codes sorted ascending", low=0, high="num_partitions-1", order="ascending"),
+          ("ivf_lengths",), "codes sorted ascending", low=0, high="num_partitions-1", order="ascending",
+          recompute="colbert.indexing.ivf:sort_codes", recompute_from=("presort_codes",), recompute_element=0),
     Stage("ivf", "global", "tensor", "int64", "(E,)", "colbert.indexing.ivf.build_ivf", ("pid_ivf", "pid_ivf_lengths"),
           "embedding ids grouped by centroid (sort permutation)", low=0, high="num_embeddings-1", compare="ivf",
-          companion="ivf_lengths", unit="embedding id"),
+          companion="ivf_lengths", unit="embedding id", recompute="colbert.indexing.ivf:sort_codes", recompute_from=("presort_codes",), recompute_element=1),
     Stage("ivf_lengths", "global", "tensor", "int64", "(K,)", "colbert.indexing.ivf.build_ivf",
           ("pid_ivf", "pid_ivf_lengths"), "embeddings per centroid", low=0, total="num_embeddings"),
     Stage("pid_ivf", "global", "tensor", "int32", "(sum unique pids per centroid + padding,)",

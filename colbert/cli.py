@@ -19,12 +19,15 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kmeans-niters", type=int)
     g.add_argument("--index-bsize", type=int)
     g.add_argument("--kmeans-backend", choices=["faiss", "fastkmeans", "torch"])
+    g.add_argument("--encode-mode", choices=["parity", "exact"],
+                   help="parity (default): upstream's padded batches, bit-identical to colbert-ai; exact: each "
+                        "passage at its own length, the index independent of index_bsize, order and ranks")
     g.add_argument("--nranks", type=int, default=1)
     g.add_argument("--experiment", default="default")
 
 
 def _config_kwargs(args) -> dict:
-    keys = ("nbits", "dim", "doc_maxlen", "kmeans_niters", "index_bsize", "kmeans_backend")
+    keys = ("nbits", "dim", "doc_maxlen", "kmeans_niters", "index_bsize", "kmeans_backend", "encode_mode")
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 

@@ -16,6 +16,7 @@ from colbert.indexing.codecs.residual_codec import ResidualCodec, ResidualEmbedd
 from colbert.indexing.codecs.residual_stats import compute_residual_stats
 from colbert.indexing.collection import Collection
 from colbert.indexing.collection_encoder import CollectionEncoder
+from colbert.indexing.encode_mode import EXACT, content_key, is_exact
 from colbert.indexing import index_files as files
 from colbert.indexing.fingerprint import collection_fingerprint, remove_fingerprint, write_fingerprint
 from colbert.indexing.ivf import build_ivf, optimize_ivf, read_all_doclens, save_ivf
@@ -58,6 +59,8 @@ def index_collection(config, collection, progress=None) -> str:
     """Entry point of one rank. `progress(n)` is called as passages are encoded (for a progress bar)."""
     index_path = config.index_path_
     collection = Collection.cast(collection)
+    if is_exact(config):
+        config.set("encode_mode", EXACT)  # from COLBERT_ENCODE_MODE too: plan.json, metadata.json, manifest
     with torch.inference_mode(), _tap_session(config, index_path):
         checkpoint = Checkpoint(config.checkpoint, colbert_config=config)
         encoder = CollectionEncoder(config, checkpoint, progress=progress)
@@ -88,8 +91,10 @@ def setup(config, collection, encoder, index_path) -> Plan:
         return Plan(p["num_chunks"], p["num_partitions"], p["num_embeddings_est"], p["avg_doclen_est"])
 
     num_passages = tap("num_passages", len(collection), collection_size=len(collection))
-    sampled = sample_pids(num_passages)
-    local = local_sample(collection, sampled, rank, nranks)
+    exact = is_exact(config)
+    keys = [content_key(p) for p in collection] if exact else None
+    sampled = sample_pids(num_passages, keys=keys)
+    local = local_sample(collection, sampled, rank, nranks, keys=keys)
     # COLBERT_ENCODE_ONCE=0 turns reuse off (to time or check it; the index is the same either way).
     if _reuse_allowed(active_tap()) and env_flag("COLBERT_ENCODE_ONCE", default=True):
         encoder.enable_reuse()
@@ -97,11 +102,15 @@ def setup(config, collection, encoder, index_path) -> Plan:
     embs, doclens = encode_sample(encoder, local, rank, nranks)
     doclens = doclens or []
 
-    avg = torch.tensor([sum(doclens) / len(doclens) if doclens else 0.0], dtype=torch.float32)
-    nonzero = torch.tensor([float(len(local) > 0)])
-    all_reduce_sum(avg)
-    all_reduce_sum(nonzero)
-    avg_doclen_est = avg.item() / nonzero.item() if nranks > 1 else float32_mean(sum(doclens), len(doclens))
+    if exact:  # the mean over all sampled passages, however they are split over ranks
+        totals = all_reduce_sum(torch.tensor([sum(doclens), len(doclens)], dtype=torch.float64))
+        avg_doclen_est = float32_mean(totals[0].item(), int(totals[1].item()))
+    else:  # upstream: the mean of the ranks' means, carried in float32
+        avg = torch.tensor([sum(doclens) / len(doclens) if doclens else 0.0], dtype=torch.float32)
+        nonzero = torch.tensor([float(len(local) > 0)])
+        all_reduce_sum(avg)
+        all_reduce_sum(nonzero)
+        avg_doclen_est = avg.item() / nonzero.item() if nranks > 1 else float32_mean(sum(doclens), len(doclens))
     num_sample_embs = all_reduce_sum(torch.tensor([embs.size(0) if embs is not None else 0])).item()
 
     local_sample_fp16 = embs.half() if embs is not None else torch.zeros(0, config.dim, dtype=torch.float16)
@@ -112,9 +121,10 @@ def setup(config, collection, encoder, index_path) -> Plan:
     else:
         encoder.sample = local_sample_fp16
     encoder.num_sample_embs = num_sample_embs
+    encoder.keep_sample_for_reuse([pid for pid, _ in local], doclens, local_sample_fp16)
 
     avg_doclen_est, num_embeddings_est, num_partitions = estimate_plan(num_passages, avg_doclen_est)
-    num_chunks = int(math.ceil(len(collection) / collection.get_chunksize(nranks)))
+    num_chunks = int(math.ceil(len(collection) / collection.get_chunksize(chunk_ranks(config))))
     _log(config, f"#> {num_passages:,} passages, ~{num_embeddings_est:,.0f} embeddings "
                  f"(avg_doclen_est={avg_doclen_est:.2f}) -> {num_partitions:,} centroids, {num_chunks} chunk(s).")
     plan = Plan(num_chunks, num_partitions, num_embeddings_est, avg_doclen_est)
@@ -124,6 +134,12 @@ def setup(config, collection, encoder, index_path) -> Plan:
             "config": config.export(), "num_chunks": num_chunks, "num_partitions": num_partitions,
             "num_embeddings_est": num_embeddings_est, "avg_doclen_est": avg_doclen_est})
     return plan
+
+
+def chunk_ranks(config) -> int:
+    """The rank count the collection is chunked for: exact mode chunks as one rank would, so that its
+    index files are the same whatever nranks (a rank may then get no chunk)."""
+    return 1 if is_exact(config) else config.nranks
 
 
 def _reuse_allowed(t) -> bool:
@@ -171,7 +187,8 @@ def index_chunks(config, collection, encoder, index_path, plan: Plan) -> None:
     # centroids of centroids.pt, not the float32 ones the residual statistics used.
     codec = ResidualCodec.load(index_path)
     rank, nranks = config.rank, config.nranks
-    for chunk_idx, offset, passages in collection.enumerate_batches(rank, nranks):
+    chunksize = collection.get_chunksize(chunk_ranks(config))
+    for chunk_idx, offset, passages in collection.enumerate_batches(rank, nranks, chunksize=chunksize):
         if config.resume and all(os.path.exists(p) for p in _chunk_files(index_path, chunk_idx)):
             continue
         _log(config, f"#> Encoding chunk {chunk_idx}: passages {offset:,}..{offset + len(passages) - 1:,}.")

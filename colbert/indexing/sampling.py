@@ -12,17 +12,31 @@ from colbert.tap import tap
 TYPICAL_DOCLEN = 120  # upstream's fixed guess, used only to size the sample
 
 
-def sample_pids(num_passages: int) -> set[int]:
+def sample_pids(num_passages: int, keys: list[bytes] | None = None) -> set[int]:
     """k = min(1 + int(16 * sqrt(120 N)), N) pids from the global Python RNG (seeded 12345 by the
-    launcher); every passage is sampled when N <= 30,720."""
+    launcher); every passage is sampled when N <= 30,720.
+
+    With `keys` (encode mode "exact": each passage's content key), the k passages of smallest key
+    instead, so that the sample does not depend on the collection's order."""
     num_samples = min(1 + int(16 * np.sqrt(TYPICAL_DOCLEN * num_passages)), num_passages)
-    sampled = set(random.sample(range(num_passages), num_samples))
+    if keys is not None:
+        sampled = set(sorted(range(num_passages), key=keys.__getitem__)[:num_samples])
+    else:
+        sampled = set(random.sample(range(num_passages), num_samples))
     return tap("sample_pids", sampled, num_passages=num_passages)
 
 
-def local_sample(collection, sampled_pids: set[int], rank: int, nranks: int) -> list[tuple[int, str]]:
-    """(pid, passage) of this rank's sampled passages, in collection order."""
-    return [(pid, passage) for pid, passage in collection.enumerate(rank, nranks) if pid in sampled_pids]
+def local_sample(collection, sampled_pids: set[int], rank: int, nranks: int,
+                 keys: list[bytes] | None = None) -> list[tuple[int, str]]:
+    """(pid, passage) of this rank's sampled passages, in collection order.
+
+    With `keys` (exact mode): all sampled passages ordered by content key, rank r taking the r-th of
+    nranks contiguous slices, so the gathered sample is in one order whatever the pids and ranks."""
+    if keys is None:
+        return [(pid, passage) for pid, passage in collection.enumerate(rank, nranks) if pid in sampled_pids]
+    ordered = sorted(sampled_pids, key=lambda pid: (keys[pid], pid))
+    bounds = np.linspace(0, len(ordered), nranks + 1).round().astype(int)
+    return [(pid, collection[pid]) for pid in ordered[bounds[rank]:bounds[rank + 1]]]
 
 
 def encode_sample(encoder, sample: list[tuple[int, str]], rank: int, nranks: int):

@@ -126,6 +126,9 @@ def check_index_run(config, nranks) -> None:
     if config.pool_factor > 1 and importlib.util.find_spec("scipy") is None:
         raise ConfigError(f"pool_factor={config.pool_factor} needs scipy, which is not installed (pip install scipy)")
     check_kmeans_backend(config)
+    from colbert.indexing.encode_mode import resolve_encode_mode
+
+    resolve_encode_mode(config, error=ConfigError)
     check_tap_settings()
     # read (again) by collection_indexer.setup, after an overwrite has cleared the folder
     env_flag("COLBERT_ENCODE_ONCE", default=True, error=ConfigError)

@@ -78,15 +78,21 @@ class Checkpoint(ColBERT):
         return self.query(ids, mask)
 
     def docFromText(self, docs, bsize=None, keep_dims=True, to_cpu=False, showprogress=False, return_tokens=False,
-                    pool_factor=1, protected_tokens=0, clustering_mode: str = "hierarchical", tap_ctx=None):
+                    pool_factor=1, protected_tokens=0, clustering_mode: str = "hierarchical", tap_ctx=None,
+                    exact_budget: int | None = None):
+        """Embeddings of `docs`. `exact_budget` (encode mode "exact"): no padding, batches of one length
+        up to that many tokens, so each passage's output depends on its text alone; needs `bsize`
+        (any value: it then does not change the batches) and keep_dims "flatten" or False."""
         assert keep_dims in [True, False, "flatten"]
+        assert exact_budget is None or (bsize and keep_dims is not True), "exact batches: flatten or a list"
         check_bsize(bsize)  # a negative one would make no batches and fail far from here
         docs = list(docs)
         if not bsize:
             ids, mask = self.doc_tokenizer.tensorize(docs)
             return self.doc(ids, mask, keep_dims=keep_dims, to_cpu=to_cpu)
 
-        text_batches, reverse_indices = self.doc_tokenizer.tensorize(docs, bsize=bsize, tap_ctx=tap_ctx)
+        text_batches, reverse_indices = self.doc_tokenizer.tensorize(docs, bsize=bsize, tap_ctx=tap_ctx,
+                                                                     exact_budget=exact_budget)
         returned_text = []
         if return_tokens:
             returned_text = [text for batch in text_batches for text in batch[0]]
@@ -108,14 +114,18 @@ class Checkpoint(ColBERT):
             D = _stack_3D_tensors(batches)
             return (D[reverse_indices], *returned_text)
         if keep_dims == "flatten":
-            D, mask = [], []
-            for D_, mask_ in batches:
-                D.append(D_)
-                mask.append(mask_)
-            D, mask = torch.cat(D)[reverse_indices], torch.cat(mask)[reverse_indices]
-            doclens = mask.squeeze(-1).sum(-1).tolist()
-            D = D.view(-1, self.colbert_config.dim)
-            D = D[mask.bool().flatten()].cpu()
+            if len({D_.size(1) for D_, _ in batches}) > 1:  # exact mode: rows of different widths
+                D, doclens = _flatten_ragged(batches, reverse_indices)
+                D = D.cpu()
+            else:
+                D, mask = [], []
+                for D_, mask_ in batches:
+                    D.append(D_)
+                    mask.append(mask_)
+                D, mask = torch.cat(D)[reverse_indices], torch.cat(mask)[reverse_indices]
+                doclens = mask.squeeze(-1).sum(-1).tolist()
+                D = D.view(-1, self.colbert_config.dim)
+                D = D[mask.bool().flatten()].cpu()
             if pool_factor > 1:
                 from colbert.modeling.pooling import pool_embeddings_hierarchical
 
@@ -129,6 +139,13 @@ class Checkpoint(ColBERT):
         assert keep_dims is False
         D = [d for batch in batches for d in batch]
         return ([D[idx] for idx in reverse_indices.tolist()], *returned_text)
+
+
+def _flatten_ragged(batches, reverse_indices):
+    """Batches of different widths (exact mode): each row's kept tokens, rows in caller order."""
+    rows = [d[m.squeeze(-1)] for D_, mask_ in batches for d, m in zip(D_, mask_)]
+    rows = [rows[i] for i in reverse_indices.tolist()]
+    return torch.cat(rows), [r.size(0) for r in rows]
 
 
 def _stack_3D_tensors(groups):

@@ -17,6 +17,9 @@ FALSE = frozenset({"0", "false", "no", "off"})
 OTHER_ENV_VARS: dict[str, str] = {
     "COLBERT_ENCODE_ONCE": "`0`: encode every passage twice (sample, then chunks) instead of reusing the sample's "
                            "encodings; the index is identical either way (default `1`).",
+    "COLBERT_ENCODE_MODE": "`parity` (default): upstream's padded encode batches; `exact`: each passage encoded at "
+                           "its own length, the index independent of index_bsize, collection order and ranks "
+                           "(`ColBERTConfig(encode_mode=...)` wins).",
     "COLBERT_KMEANS": "k-means backend when `ColBERTConfig(kmeans_backend=...)` is unset: `faiss` (default), "
                       "`fastkmeans` or `torch`.",
     "COLBERT_EXTENSIONS": "`off`: pure-torch search kernels; `require`: raise instead of falling back when the C++/"

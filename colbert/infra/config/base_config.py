@@ -17,7 +17,7 @@ import ujson
 from colbert.infra.config.settings import DefaultVal
 
 # Ours only: exported when it differs from the value that reproduces upstream.
-_OWN_FIELDS_DEFAULTS = {"kmeans_backend": (None, "faiss")}
+_OWN_FIELDS_DEFAULTS = {"kmeans_backend": (None, "faiss"), "encode_mode": (None, "parity")}
 
 
 @dataclasses.dataclass

@@ -153,6 +153,9 @@ class IndexingSettings:
     # Ours, not upstream's: exported only when it differs from "faiss" so that default indexes keep
     # upstream's plan.json/metadata.json keys exactly. None means "env COLBERT_KMEANS, else faiss".
     kmeans_backend: str = DefaultVal(None)
+    # Ours: "parity" (None: env COLBERT_ENCODE_MODE, else parity) pads like upstream; "exact" encodes
+    # each passage at its own length (colbert/indexing/encode_mode.py). Exported only when "exact".
+    encode_mode: str = DefaultVal(None)
 
     @property
     def index_path_(self) -> str:

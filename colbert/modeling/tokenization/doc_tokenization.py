@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import torch
+
 from colbert.modeling.checkpoint_files import load_tokenizer
 from colbert.modeling.tokenization.utils import device, insert_prefix_token, sort_by_length, split_into_batches
 from colbert.tap import tap
@@ -31,10 +33,19 @@ class DocTokenizer:
         prefix, suffix = [self.cls_token_id, self.D_marker_token_id], [self.sep_token_id]
         return [prefix + lst + suffix for lst in ids]
 
-    def tensorize(self, batch_text, bsize=None, tap_ctx=None):
+    def tensorize(self, batch_text, bsize=None, tap_ctx=None, exact_budget: int | None = None):
         """Pads the whole call to its longest text (width W), inserts [D]; with bsize also sorts by
-        length and returns (batches, reverse_indices). Every batch of one call has width W."""
+        length and returns (batches, reverse_indices). Every batch of one call has width W.
+
+        With `exact_budget` (encode mode "exact", colbert/indexing/encode_mode.py) nothing is padded:
+        batches hold passages of one length each, up to that many tokens, and reverse_indices[i] is the
+        row of passage i in the concatenated batches."""
         _check_texts(batch_text)
+        if exact_budget is not None:
+            out = self._tensorize_exact(list(batch_text), exact_budget)
+            if tap_ctx is not None:
+                out = tap("tensorize_output", out, vocab_size=len(self.tok), **tap_ctx)
+            return out
         obj = self.tok(list(batch_text), padding="longest", truncation="longest_first", return_tensors="pt",
                        max_length=(self.doc_maxlen - 1)).to(device())
         ids = insert_prefix_token(obj["input_ids"], self.D_marker_token_id)
@@ -47,6 +58,23 @@ class DocTokenizer:
             # vocab_size bounds the ids a swapped tokenization may hold (the embedding table's rows)
             out = tap("tensorize_output", out, vocab_size=len(self.tok), **tap_ctx)
         return out
+
+
+    def _tensorize_exact(self, texts: list[str], budget: int):
+        from colbert.indexing.encode_mode import exact_batches
+
+        ids = self.tok(texts, padding=False, truncation="longest_first", max_length=(self.doc_maxlen - 1),
+                       add_special_tokens=True)["input_ids"]
+        batches, reverse, row = [], [0] * len(texts), 0
+        for members in exact_batches([len(x) for x in ids], budget):
+            t = insert_prefix_token(torch.tensor([ids[i] for i in members], dtype=torch.long),
+                                    self.D_marker_token_id).to(device())
+            batches.append((t, torch.ones_like(t)))
+            for k, i in enumerate(members):
+                if k == 0 or members[k - 1] != i:  # a duplicated single row: its first copy
+                    reverse[i] = row + k
+            row += len(members)
+        return batches, torch.tensor(reverse, dtype=torch.long)
 
 
 def _check_texts(batch_text):

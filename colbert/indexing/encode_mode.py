@@ -1,0 +1,75 @@
+"""The encode mode of an indexing run: "parity" (upstream's padded batches) or "exact".
+
+parity
+    Upstream's batching: a group of index_bsize * 50 passages is padded to its longest passage, sorted
+    by length and cut into batches of index_bsize. Bit-identical to colbert-ai, and a passage's
+    embeddings depend on its neighbours (the padded width changes the bits).
+exact
+    Each passage is encoded at its own token length, with no padding: passages of equal length are
+    batched together, up to EXACT_TOKEN_BUDGET tokens a batch, never a batch of one row (on the CPU a
+    single-row batch takes another kernel path and changes the last bits; two or more rows of one width
+    give each row the same bits, checked by tests/test_encode_mode.py). A passage's embeddings then
+    depend on its text alone, so the index is the same whatever index_bsize, bsize, the collection's
+    order (pids aside) or the number of ranks: the sample is drawn and ordered by content
+    (`content_key`), and the collection is chunked as one rank would chunk it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+PARITY = "parity"
+EXACT = "exact"
+MODES = (PARITY, EXACT)
+ENV = "COLBERT_ENCODE_MODE"
+EXACT_TOKEN_BUDGET = 8192  # tokens per exact-mode batch (rows = budget // width, at least 2)
+
+
+def resolve_encode_mode(config, error: type[Exception] = ValueError) -> str:
+    """`config.encode_mode`, else env COLBERT_ENCODE_MODE, else "parity"; anything else raises `error`.
+
+    >>> from colbert.infra import ColBERTConfig
+    >>> resolve_encode_mode(ColBERTConfig(encode_mode="exact"))
+    'exact'
+    """
+    value = getattr(config, "encode_mode", None)
+    source = "encode_mode"
+    if not value:
+        value, source = os.environ.get(ENV, "").strip(), ENV
+    if not value:
+        return PARITY
+    mode = str(value).strip().lower()
+    if mode not in MODES:
+        raise error(f"{source}={value!r}: expected one of {', '.join(MODES)}")
+    return mode
+
+
+def is_exact(config) -> bool:
+    return resolve_encode_mode(config) == EXACT
+
+
+def content_key(passage: str) -> bytes:
+    """What orders passages in exact mode, where a pid must not matter: the sha256 of the text."""
+    return hashlib.sha256(passage.encode("utf-8")).digest()
+
+
+def exact_batches(lengths: list[int], budget: int = EXACT_TOKEN_BUDGET) -> list[list[int]]:
+    """Row indices per batch: equal lengths together (shortest first, caller order within a length),
+    at most max(2, budget // length) rows; a length held by one passage alone gets that passage twice
+    (the second copy is computed and dropped), since a single-row batch changes the bits on the CPU.
+
+    >>> exact_batches([3, 5, 3, 3], budget=6)
+    [[0, 2], [3, 3], [1, 1]]
+    """
+    by_length: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        by_length.setdefault(n, []).append(i)
+    batches = []
+    for n in sorted(by_length):
+        rows = by_length[n]
+        step = max(2, budget // max(n, 1))
+        for o in range(0, len(rows), step):
+            batch = rows[o:o + step]
+            batches.append(batch if len(batch) > 1 else batch * 2)
+    return batches

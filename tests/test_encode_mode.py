@@ -112,3 +112,43 @@ def test_a_passage_depends_on_its_text_alone(colbert_checkpoint):
     assert all(torch.equal(part[t], whole[t]) for t in shuffled)
     for t in passages[:5]:  # each alone: a one-row batch is computed as two rows
         assert torch.equal(per_passage([t], 1)[t], whole[t])
+
+
+def _per_passage(index_path, n):
+    """{pid: (codes, residuals)} of an index, read through its chunk files."""
+    from colbert.indexing.ivf import read_all_doclens
+
+    doclens = read_all_doclens(index_path)
+    codes = torch.cat([_load(os.path.join(index_path, index_files.chunk_file(index_files.CODES, c)))
+                       for c in range(_load(os.path.join(index_path, index_files.METADATA))["num_chunks"])])
+    residuals = torch.cat([_load(os.path.join(index_path, index_files.chunk_file(index_files.RESIDUALS, c)))
+                           for c in range(_load(os.path.join(index_path, index_files.METADATA))["num_chunks"])])
+    assert len(doclens) == n
+    out, start = {}, 0
+    for pid, d in enumerate(doclens):
+        out[pid] = (codes[start:start + d], residuals[start:start + d])
+        start += d
+    return out
+
+
+def test_exact_index_does_not_depend_on_order_or_ranks(exact_indexes, colbert_checkpoint, tmp_path_factory):
+    passages = vaswani_passages(N)
+    order = list(range(N))
+    random.Random(11).shuffle(order)
+    root = tmp_path_factory.mktemp("exact-order")
+    shuffled = build_index(colbert_checkpoint, [passages[i] for i in order], root, name="exact.shuffled",
+                           index_bsize=32, encode_mode="exact")
+    two_ranks = build_index(colbert_checkpoint, passages, root, name="exact.nranks2", nranks=2, index_bsize=32,
+                            encode_mode="exact")
+    ref = exact_indexes[32]
+    for name in index_files.CODEC_FILES:  # centroids, buckets, avg_residual: no pid in them
+        assert _same(_load(os.path.join(ref, name)), _load(os.path.join(shuffled, name))), name
+    a, b = _per_passage(ref, N), _per_passage(shuffled, N)
+    assert all(_same(a[pid], b[new]) for new, pid in enumerate(order))
+    # two ranks: every index file as one rank writes it (the config names its nranks)
+    assert sorted(os.listdir(ref)) == sorted(os.listdir(two_ranks))
+    for name in os.listdir(ref):
+        x, y = _load(os.path.join(ref, name)), _load(os.path.join(two_ranks, name))
+        if name in (index_files.PLAN, index_files.METADATA):
+            x, y = (dict(v, config=_without(v["config"], "nranks", "index_name", "index_path", "root")) for v in (x, y))
+        assert _same(x, y), f"{name} differs between 1 and 2 ranks"

@@ -27,7 +27,8 @@ from colbert.tap.stages import STAGES, downstream, get_stage, index_stages, stag
 
 EXACT = "exact"
 DONE = "done.json"  # written last into a step folder: the step is complete and may be reused
-# Below the stage level only the encoder is probed (colbert/explain/modules.py).
+# Below the stage level: the encoder (colbert/explain/modules.py) and the stages the registry can
+# recompute alone (colbert/explain/functions.py); what neither covers:
 NOT_IMPLEMENTED = ["op level for root stages outside the encoder that the registry cannot recompute alone: k-means "
                    "itself (faiss runs outside aten), the per-chunk codes and residuals, pid_ivf, and the search stages"]
 # What makes one run's artifacts meaningless in the other (injection would not fit).

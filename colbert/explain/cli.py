@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, default=8, metavar="N", help="at most N replays (default: 8)")
     parser.add_argument("--timeout", type=float, metavar="S", help="seconds before one replay is stopped")
     parser.add_argument("--no-modules", dest="modules", action="store_false", default=True,
-                        help="stop at the stage level (no encoder probe in A's and B's installs)")
+                        help="stop at the stage level (no encoder probe and no function/op probe of other root stages)")
     parser.add_argument("--module-batches", type=int, default=None, metavar="N",
                         help="encode at most N of A's batches per side when probing the encoder (default: 8)")
     parser.add_argument("--plot", metavar="PNG", help="draw the per-module drift (natural run and fed A's inputs)")

@@ -574,7 +574,9 @@ def _pick(result: Any, element: int | None) -> list[torch.Tensor]:
 
 def _diff(mine: list[torch.Tensor], theirs: list[torch.Tensor]) -> dict:
     return {"equal": len(mine) == len(theirs) and all(bits_equal(x, y) for x, y in zip(mine, theirs)),
-            "max_abs": max((max_abs(x, y) or 0.0) for x, y in zip(mine, theirs)) if mine and theirs else None,
+            # None for integer outputs (max_abs is None there): the count of differing elements tells
+            "max_abs": max(floats) if (floats := [m for x, y in zip(mine, theirs)
+                                                  if (m := max_abs(x, y)) is not None]) else None,
             "n_unequal": sum((n_unequal(x, y) or 0) for x, y in zip(mine, theirs)),
             "numel": sum(t.numel() for t in mine)}
 

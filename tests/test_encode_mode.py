@@ -152,3 +152,32 @@ def test_exact_index_does_not_depend_on_order_or_ranks(exact_indexes, colbert_ch
         if name in (index_files.PLAN, index_files.METADATA):
             x, y = (dict(v, config=_without(v["config"], "nranks", "index_name", "index_path", "root")) for v in (x, y))
         assert _same(x, y), f"{name} differs between 1 and 2 ranks"
+
+
+def test_compare_shows_the_encode_mode(small_index, colbert_checkpoint, tmp_path, capsys):
+    """Parity against exact on the same 120 passages: compare names both modes and finds the drift."""
+    from colbert.cli import main
+    from colbert.compare.engine import compare_runs
+
+    parity, passages = small_index
+    exact = build_index(colbert_checkpoint, passages, tmp_path, name="exact", encode_mode="exact")
+    report = compare_runs(parity, exact)
+    assert report.versions == {"A": {"encode mode": "parity"}, "B": {"encode mode": "exact"}}
+    assert report.exit_code == 1 and report.first_divergence is not None  # padding moved the bits
+    assert main(["compare", parity, exact, "--format", "markdown"]) == 1
+    assert "encode mode: parity → exact" in capsys.readouterr().out
+
+
+def test_cli_encode_mode(colbert_checkpoint, tmp_path, capsys):
+    from colbert.cli import main
+
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text("".join(f"{i}\t{p}\n" for i, p in enumerate(vaswani_passages(40))))
+    args = ["index", "--checkpoint", colbert_checkpoint, "--collection", str(tsv), "--root", str(tmp_path),
+            "--name", "cli-exact", "--nbits", "2", "--doc-maxlen", "64", "--kmeans-niters", "2"]
+    assert main(args + ["--encode-mode", "exact"]) == 0
+    index = next(tmp_path.rglob("cli-exact"))
+    assert _load(str(index / index_files.METADATA))["config"]["encode_mode"] == "exact"
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--encode-mode", "padded"])
+    assert e.value.code == 2 and "invalid choice: 'padded'" in capsys.readouterr().err

@@ -178,6 +178,18 @@ def _profile_json(p: Profile) -> dict:
 
 
 def _versions(layout: RunLayout) -> dict:
+    """What a run ran with (torch and friends, device, threads, encode mode), from its manifest, else
+    (a bare index folder) the encode mode from its metadata.json / plan.json."""
+    if not any((layout.root / rel).is_file() for rel in ("manifest.json", "tap/manifest.json")):
+        for p in (layout.root / files.METADATA, layout.root / files.PLAN):
+            if p.is_file():
+                try:
+                    d = load_json(p)
+                except LoadError:
+                    return {}
+                mode = _encode_mode(d.get("config") if isinstance(d, dict) else None)
+                return {"encode mode": mode} if mode else {}
+        return {}
     for rel in ("manifest.json", "tap/manifest.json"):
         p = layout.root / rel
         if p.is_file():
@@ -194,8 +206,17 @@ def _versions(layout: RunLayout) -> dict:
                 v["device"] = ", ".join(gpus) if gpus else device.get("cpu")
             if isinstance(threads, dict) and "torch_num_threads" in threads:
                 v["torch threads"] = threads["torch_num_threads"]
+            if isinstance(d.get("config"), dict):
+                v["encode mode"] = _encode_mode(d["config"])
             return v
     return {}
+
+
+def _encode_mode(config) -> str | None:
+    """An index config's encode mode: exported only when not upstream's ("parity")."""
+    if not isinstance(config, dict):
+        return None
+    return config.get("encode_mode") or "parity"
 
 
 def _mark_downstream(report: Report) -> None:

@@ -92,6 +92,10 @@ def test_exact_batches_never_hold_one_row():
     assert all(len({lengths[i] for i in b}) == 1 for b in batches)  # one width per batch
     assert sorted({i for b in batches for i in b}) == list(range(len(lengths)))
     assert [len(b) * lengths[b[0]] <= max(14, 2 * lengths[b[0]]) for b in batches] == [True] * len(batches)
+    # a floor of tokens per batch: short batches are filled up with copies of their own passages
+    filled = exact_batches([5, 5, 5, 40], budget=1000, min_tokens=64)
+    assert filled == [[0, 1, 2] * 4 + [0], [3, 3]]
+    assert all(len(b) * lengths[b[0]] >= 20 for b in exact_batches(lengths, budget=1000, min_tokens=20))
 
 
 def test_a_passage_depends_on_its_text_alone(colbert_checkpoint):

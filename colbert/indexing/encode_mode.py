@@ -6,9 +6,12 @@ parity
     embeddings depend on its neighbours (the padded width changes the bits).
 exact
     Each passage is encoded at its own token length, with no padding: passages of equal length are
-    batched together, up to EXACT_TOKEN_BUDGET tokens a batch, never a batch of one row (on the CPU a
-    single-row batch takes another kernel path and changes the last bits; two or more rows of one width
-    give each row the same bits, checked by tests/test_encode_mode.py). A passage's embeddings then
+    batched together, up to EXACT_TOKEN_BUDGET tokens a batch and never fewer than EXACT_MIN_TOKENS
+    (nor one row): a short batch is filled with copies of its own passages, whose outputs are dropped.
+    On the CPU the GEMMs of a batch of rows x width <= 192 tokens take another kernel path and change
+    the last bits (seen on a 16-core Xeon at 4, 8 and 16 threads; on a 2-core one only single rows of
+    a few tokens); above that, and on an H200 at any size, a row's bits depend neither on the number
+    of rows nor on its position (docs/encode-modes.md). A passage's embeddings then
     depend on its text alone, so the index is the same whatever index_bsize, bsize, the collection's
     order (pids aside) or the number of ranks: the sample is drawn and ordered by content
     (`content_key`), and the collection is chunked as one rank would chunk it.
@@ -24,6 +27,7 @@ EXACT = "exact"
 MODES = (PARITY, EXACT)
 ENV = "COLBERT_ENCODE_MODE"
 EXACT_TOKEN_BUDGET = 8192  # tokens per exact-mode batch (rows = budget // width, at least 2)
+EXACT_MIN_TOKENS = 256  # a batch of fewer rows x width tokens is filled up with copies (see above)
 
 
 def resolve_encode_mode(config, error: type[Exception] = ValueError) -> str:
@@ -54,13 +58,16 @@ def content_key(passage: str) -> bytes:
     return hashlib.sha256(passage.encode("utf-8")).digest()
 
 
-def exact_batches(lengths: list[int], budget: int = EXACT_TOKEN_BUDGET) -> list[list[int]]:
+def exact_batches(lengths: list[int], budget: int = EXACT_TOKEN_BUDGET,
+                  min_tokens: int = EXACT_MIN_TOKENS) -> list[list[int]]:
     """Row indices per batch: equal lengths together (shortest first, caller order within a length),
-    at most max(2, budget // length) rows; a length held by one passage alone gets that passage twice
-    (the second copy is computed and dropped), since a single-row batch changes the bits on the CPU.
+    at most max(2, budget // length) rows; a batch under max(2, ceil(min_tokens / length)) rows is
+    filled up with its own passages again, cyclically (those copies are computed and dropped).
 
-    >>> exact_batches([3, 5, 3, 3], budget=6)
+    >>> exact_batches([3, 5, 3, 3], budget=6, min_tokens=0)
     [[0, 2], [3, 3], [1, 1]]
+    >>> exact_batches([4, 4, 8], budget=64, min_tokens=16)
+    [[0, 1, 0, 1], [2, 2]]
     """
     by_length: dict[int, list[int]] = {}
     for i, n in enumerate(lengths):
@@ -69,7 +76,8 @@ def exact_batches(lengths: list[int], budget: int = EXACT_TOKEN_BUDGET) -> list[
     for n in sorted(by_length):
         rows = by_length[n]
         step = max(2, budget // max(n, 1))
+        least = min(step, max(2, -(-min_tokens // max(n, 1))))
         for o in range(0, len(rows), step):
             batch = rows[o:o + step]
-            batches.append(batch if len(batch) > 1 else batch * 2)
+            batches.append((batch * least)[:max(least, len(batch))])
     return batches

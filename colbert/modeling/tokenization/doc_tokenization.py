@@ -70,9 +70,10 @@ class DocTokenizer:
             t = insert_prefix_token(torch.tensor([ids[i] for i in members], dtype=torch.long),
                                     self.D_marker_token_id).to(device())
             batches.append((t, torch.ones_like(t)))
+            first = dict.fromkeys(members)  # a filled-up batch holds copies: each passage's first row
             for k, i in enumerate(members):
-                if k == 0 or members[k - 1] != i:  # a duplicated single row: its first copy
-                    reverse[i] = row + k
+                if first[i] is None:
+                    first[i] = reverse[i] = row + k
             row += len(members)
         return batches, torch.tensor(reverse, dtype=torch.long)
 

@@ -92,7 +92,7 @@ class CollectionEncoder:
                     showprogress=False, pool_factor=self.config.pool_factor,
                     clustering_mode=self.config.clustering_mode, protected_tokens=self.config.protected_tokens,
                     tap_ctx={"site": site, "group": 0, "rank": self.config.rank, "nranks": self.config.nranks},
-                    exact_budget=EXACT_TOKEN_BUDGET)
+                    exact_budget=EXACT_TOKEN_BUDGET, on_batch=self.progress)
                 if site != "sample":
                     fresh = fresh.half()
             if len(todo) == len(passages):
@@ -108,8 +108,8 @@ class CollectionEncoder:
                     parts.append(source[a:b])
                     doclens.append(b - a)
                 embs = torch.cat(parts)
-        if self.progress:
-            self.progress(len(passages))
+        if self.progress and len(todo) < len(passages):
+            self.progress(len(passages) - len(todo))  # reused from the sample
         return embs, doclens
 
 

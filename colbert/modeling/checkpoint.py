@@ -79,10 +79,11 @@ class Checkpoint(ColBERT):
 
     def docFromText(self, docs, bsize=None, keep_dims=True, to_cpu=False, showprogress=False, return_tokens=False,
                     pool_factor=1, protected_tokens=0, clustering_mode: str = "hierarchical", tap_ctx=None,
-                    exact_budget: int | None = None):
+                    exact_budget: int | None = None, on_batch=None):
         """Embeddings of `docs`. `exact_budget` (encode mode "exact"): no padding, batches of one length
         up to that many tokens, so each passage's output depends on its text alone; needs `bsize`
-        (any value: it then does not change the batches) and keep_dims "flatten" or False."""
+        (any value: it then does not change the batches) and keep_dims "flatten" or False. `on_batch(n)`
+        is called after each batch with the number of passages it completed (for a progress bar)."""
         assert keep_dims in [True, False, "flatten"]
         assert exact_budget is None or (bsize and keep_dims is not True), "exact batches: flatten or a list"
         check_bsize(bsize)  # a negative one would make no batches and fail far from here
@@ -101,12 +102,16 @@ class Checkpoint(ColBERT):
 
         keep_dims_ = "return_mask" if keep_dims == "flatten" else keep_dims
         batches = []
+        firsts, row = (set(reverse_indices.tolist()), 0) if on_batch else (None, 0)
         for b, (input_ids, attention_mask) in enumerate(tqdm(text_batches, disable=not showprogress)):
             layers = [] if tap_ctx is not None and tap_wants("encoder_layers", batch=b, **tap_ctx) else None
             batches.append(self.doc(input_ids, attention_mask, keep_dims=keep_dims_, to_cpu=to_cpu,
                                     layers_out=layers))
             for layer, value in enumerate(layers or ()):
                 tap("encoder_layers", value, batch=b, layer=layer, **tap_ctx)
+            if on_batch:  # rows that are a passage's first copy (exact mode fills short batches with copies)
+                on_batch(sum(r in firsts for r in range(row, row + input_ids.size(0))))
+                row += input_ids.size(0)
         if tap_ctx is not None:
             batches = tap("batches", batches, **tap_ctx)
 

@@ -79,7 +79,6 @@ class CollectionEncoder:
                     self.progress(len(group))
         return torch.cat(embs), doclens
 
-
     def _encode_exact(self, passages: list[str], site: str, pids):
         rows = self.reuse_rows if site != "sample" else None
         pids = list(pids) if pids is not None else None

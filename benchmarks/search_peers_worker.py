@@ -61,12 +61,13 @@ def encode(workdir, ckpt):
     from colbert.utils.io import atomic_torch_save
 
     config = ColBERTConfig.from_existing(ColBERTConfig.load_from_checkpoint(ckpt),
-                                         ColBERTConfig(nbits=NBITS, doc_maxlen=DOC_MAXLEN))
+                                         ColBERTConfig(nbits=NBITS, doc_maxlen=DOC_MAXLEN, encode_mode="exact"))
     model = Checkpoint(ckpt, colbert_config=config)
     passages = [t for _, t in read_tsv(os.path.join(VASWANI, "collection.tsv"))]
     queries = read_tsv(os.path.join(VASWANI, "queries.tsv"))
     t0 = time.perf_counter()
-    # The chunk path of an index run: the float16 embeddings the codec compresses.
+    # The chunk path of an index run: the float16 embeddings the codec compresses. Exact mode (each
+    # passage at its own length) is ~5x faster here; both engines then index these same embeddings.
     embs, doclens = CollectionEncoder(config, model).encode_passages(passages, site="chunk0",
                                                                      pids=list(range(len(passages))))
     t1 = time.perf_counter()
@@ -91,6 +92,9 @@ class PrecomputedEncoder:
         self.reuse, self.sample, self.num_sample_embs = None, None, 0
 
     def enable_reuse(self):
+        pass
+
+    def keep_sample_for_reuse(self, pids, doclens, sample_fp16):
         pass
 
     def encode_passages(self, passages, site="chunk", pids=None, tap_active=False):

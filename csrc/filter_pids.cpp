@@ -51,8 +51,11 @@ void score_docs(std::vector<Candidate>& cands, const code_t* codes, const int64_
         }
         if (keep != nullptr && !keep[code]) continue;
         const float* row = S + code * nq;
+        // An unconditional store, so that the compiler vectorises the loop (a conditional one
+        // it cannot, without masked stores); the same comparison, so the same maxima.
+        float* b = best.data();
         for (int64_t t = 0; t < nq; ++t) {
-          if (row[t] > best[t]) best[t] = row[t];
+          b[t] = row[t] > b[t] ? row[t] : b[t];
         }
       }
       float sum = 0.0f;

@@ -120,6 +120,7 @@ class Checkpoint(ColBERT):
             return (D[reverse_indices], *returned_text)
         if keep_dims == "flatten":
             if len({D_.size(1) for D_, _ in batches}) > 1:  # exact mode: rows of different widths
+                batches = list(batches)
                 D, doclens = _flatten_ragged(batches, reverse_indices)
                 D = D.cpu()
             else:
@@ -146,11 +147,30 @@ class Checkpoint(ColBERT):
         return ([D[idx] for idx in reverse_indices.tolist()], *returned_text)
 
 
-def _flatten_ragged(batches, reverse_indices):
-    """Batches of different widths (exact mode): each row's kept tokens, rows in caller order."""
-    rows = [d[m.squeeze(-1)] for D_, mask_ in batches for d, m in zip(D_, mask_)]
-    rows = [rows[i] for i in reverse_indices.tolist()]
-    return torch.cat(rows), [r.size(0) for r in rows]
+def _flatten_ragged(batches: list, reverse_indices):
+    """Batches of different widths (exact mode): each row's kept tokens, rows in caller order.
+
+    Copies straight into the output and drops each batch from `batches` once copied, so the peak is
+    the output plus one batch (a list of per-row copies and their concatenation held three copies of
+    the embeddings at once). Rows no caller index points to (exact mode's filler copies) are skipped."""
+    lengths = [int(n) for _, mask_ in batches for n in mask_.squeeze(-1).sum(-1).tolist()]
+    doclens = [lengths[j] for j in reverse_indices.tolist()]
+    dest, start = [None] * len(lengths), 0
+    for j, n in zip(reverse_indices.tolist(), doclens):
+        dest[j] = start
+        start += n
+    first = batches[0][0]
+    out = torch.empty(start, first.size(-1), dtype=first.dtype, device=first.device)
+    j = 0
+    for b in range(len(batches)):
+        D_, mask_ = batches[b]
+        batches[b] = None
+        for d, m in zip(D_, mask_):
+            if dest[j] is not None:
+                out[dest[j]:dest[j] + lengths[j]] = d[m.squeeze(-1)]
+            j += 1
+        del D_, mask_
+    return out, doclens
 
 
 def _stack_3D_tensors(groups):

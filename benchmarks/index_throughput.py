@@ -14,6 +14,8 @@ in the child processes, and reports the run's peak RSS.
 
     python benchmarks/index_throughput.py --n 1000 --rounds 2
     python benchmarks/index_throughput.py --collection /path/to/big.tsv --n 40000 --rounds 1
+Every finished run is appended to <workdir>/runs.jsonl; --resume takes those runs instead of running
+them again (for a long run at large N that was cut off: the table then says which runs came from it).
 """
 
 from __future__ import annotations
@@ -62,6 +64,35 @@ def _read_stages(stage_dir: str) -> dict:
     return totals
 
 
+def _run_key(args) -> dict:
+    return {"n": args.n, "collection": os.path.abspath(args.collection), "config": args.config}
+
+
+def _append_run(path: str, args, side: str, r: int, out: dict, stages: dict, cpu_s: float) -> None:
+    """One finished run, so that --resume can carry it into a later invocation (a long run at large N
+    that was cut off keeps what it measured)."""
+    import time
+
+    with open(path, "a") as f:
+        f.write(json.dumps({**_run_key(args), "side": side, "round": r, "seconds": out["seconds"],
+                            "stages": stages, "peak_rss_mb": out["peak_rss_mb"], "cpu_s": cpu_s,
+                            "index_path": out["index_path"],
+                            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}) + "\n")
+
+
+def _finished_runs(path: str, args) -> dict:
+    """{(side, round): run} of runs.jsonl entries made with this --n, --collection and --config."""
+    found = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                run = json.loads(line)
+                if {k: run.get(k) for k in ("n", "collection", "config")} == _run_key(args) \
+                        and os.path.exists(os.path.join(run["index_path"], "metadata.json")):
+                    found[run["side"], run["round"]] = run
+    return found
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000, help="passages to index")
@@ -74,6 +105,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-exact", action="store_true", help="leave out the colbert-tap exact side")
     ap.add_argument("--no-parity", action="store_true",
                     help="leave out the colbert-tap parity side (for a long run at large N: colbert-ai and exact)")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the runs an earlier invocation with the same --workdir, --n, --collection and "
+                         "--config finished (<workdir>/runs.jsonl) instead of running them again")
     ap.add_argument("--timeout", type=int, default=3 * 3600, help="seconds per run before it is killed")
     ap.add_argument("--encode-once-ablation", action="store_true",
                     help="add a third side: colbert-tap with COLBERT_ENCODE_ONCE=0 (every sampled passage "
@@ -103,8 +137,20 @@ def main(argv=None) -> int:
     cpu = {side: [] for side, *_ in sides}  # user+sys of the run's whole process tree (RUSAGE_CHILDREN delta)
     loads = [os.getloadavg()]
     paths = {}
+    runs_log = os.path.join(work, "runs.jsonl")
+    done = _finished_runs(runs_log, args) if args.resume else {}
     for r in range(args.rounds):
         for i, (side, python, ours, extra_env) in enumerate(sides):
+            if (side, r) in done:  # --resume: a run an earlier invocation finished
+                run = done[side, r]
+                times[side].append(run["seconds"])
+                stages[side].append(run["stages"])
+                rss[side].append(run["peak_rss_mb"])
+                cpu[side].append(run["cpu_s"])
+                paths[side] = run["index_path"]
+                console.print(f"round {r + 1}: {side:34s} {run['seconds']:7.1f} s  (from {runs_log}, "
+                              f"finished {run['finished']})")
+                continue
             root = os.path.join(work, f"side{i}")
             os.makedirs(root, exist_ok=True)
             stage_dir = tempfile.mkdtemp(prefix="stages-", dir=work)
@@ -120,6 +166,7 @@ def main(argv=None) -> int:
             cpu[side].append(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
             paths[side] = out["index_path"]
             loads.append(os.getloadavg())
+            _append_run(runs_log, args, side, r, out, stages[side][-1], cpu[side][-1])
             console.print(f"round {r + 1}: {side:34s} {out['seconds']:7.1f} s  "
                           f"({args.n / out['seconds']:.1f} passages/s)  process CPU {cpu[side][-1]:.1f} s  "
                           f"peak RSS {rss[side][-1]:.0f} MB  load {loads[-1][0]:.2f}")
@@ -169,6 +216,10 @@ def main(argv=None) -> int:
           f"{args.n:,} passages of {os.path.basename(args.collection)} (avg {avg_doclen:.1f} tokens/passage "
           f"in the index), config {args.config}, {args.rounds} round(s), 1-min load average "
           f"{min(load1):.2f}-{max(load1):.2f}.\n")
+    for (side, r), run in sorted(done.items()):
+        if side in times:
+            print(f"Round {r + 1} of {side} is carried from an earlier invocation (--resume; it finished "
+                  f"{run['finished']}); it was not alternated with the runs made here.\n")
     print("| side | runs (s) | median s | passages/s | process CPU s (runs) |\n|---|---|---:|---:|---|")
     for side in times:
         print(f"| {side} | {', '.join(f'{t:.1f}' for t in times[side])} | {med[side]:.1f} | "

@@ -355,8 +355,10 @@ def signalled_run(tmp_path, argv: list[str], sig: int) -> tuple[int, str, dict]:
     env.update(COLBERT_TAP=f"save:{save},stall_tap:Stall", COLBERT_TAP_QUIET="1", STALL_MARKER=str(marker),
                PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]), TQDM_DISABLE="1", HF_HUB_OFFLINE="1",
                PYTHONWARNINGS="ignore")
+    # A suite started as a background job of a non-interactive shell inherits SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: the child gets SIGINT's default back, as in a terminal.
     p = subprocess.Popen(argv, env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 90
         while not marker.exists():

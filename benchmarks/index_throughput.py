@@ -27,6 +27,7 @@ import resource
 import statistics
 import sys
 import tempfile
+import time
 
 from common import benchmark_checkpoint, cpu_name  # noqa: E402  (benchmarks/ is sys.path[0])
 
@@ -71,8 +72,6 @@ def _run_key(args) -> dict:
 def _append_run(path: str, args, side: str, r: int, out: dict, stages: dict, cpu_s: float) -> None:
     """One finished run, so that --resume can carry it into a later invocation (a long run at large N
     that was cut off keeps what it measured)."""
-    import time
-
     with open(path, "a") as f:
         f.write(json.dumps({**_run_key(args), "side": side, "round": r, "seconds": out["seconds"],
                             "stages": stages, "peak_rss_mb": out["peak_rss_mb"], "cpu_s": cpu_s,

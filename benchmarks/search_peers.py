@@ -2,7 +2,8 @@
 
 * Embeddings: our encoder (benchmark checkpoint: MiniLM + seeded 96-dim projection, doc_maxlen 256)
   encodes all 11,429 Vaswani passages in exact encode mode (the float16 chunk embeddings an index
-  run compresses) and the 93 queries (32 x 96 each) once, into <workdir>/embs.pt; both engines index and search exactly these.
+  run compresses) and the 93 queries (32 x 96 each) once, into <workdir>/embs.pt; both engines index
+  and search exactly these.
 * Ours: the unchanged Indexer with its encoder replaced by a lookup into embs.pt (search_peers_worker.py
   PrecomputedEncoder), nbits=2; searched with Searcher.dense_search(Q, k=100) (upstream's k=100
   settings: ncells 2, centroid_score_threshold 0.45, ndocs 1024). End-to-end adds Searcher.encode(text).

@@ -150,9 +150,9 @@ class Checkpoint(ColBERT):
 def _flatten_ragged(batches: list, reverse_indices):
     """Batches of different widths (exact mode): each row's kept tokens, rows in caller order.
 
-    Copies straight into the output and drops each batch from `batches` once copied, so the peak is
-    the output plus one batch (a list of per-row copies and their concatenation held three copies of
-    the embeddings at once). Rows no caller index points to (exact mode's filler copies) are skipped."""
+    Copies straight into the output and drops each batch from `batches` once copied: at most two copies
+    of the embeddings (the batches and the output) instead of three (batches, per-row copies, their
+    concatenation). Rows no caller index points to (exact mode's filler copies) are skipped."""
     lengths = [int(n) for _, mask_ in batches for n in mask_.squeeze(-1).sum(-1).tolist()]
     doclens = [lengths[j] for j in reverse_indices.tolist()]
     dest, start = [None] * len(lengths), 0
@@ -169,7 +169,6 @@ def _flatten_ragged(batches: list, reverse_indices):
             if dest[j] is not None:
                 out[dest[j]:dest[j] + lengths[j]] = d[m.squeeze(-1)]
             j += 1
-        del D_, mask_
     return out, doclens
 
 

@@ -2,7 +2,9 @@
 inputs upstream accepts, interrupted runs, nranks > 1."""
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -62,6 +64,47 @@ def test_same_run_twice_is_identical_and_encode_once_changes_nothing(colbert_che
     monkeypatch.setenv("COLBERT_ENCODE_ONCE", "0")  # encode every passage twice, as upstream does
     twice = build_index(colbert_checkpoint, small_passages, tmp_path / "twice")
     assert diff_indexes(first, twice) == []
+
+
+def test_encode_once_reuses_single_rows_when_only_part_is_sampled(colbert_checkpoint, tmp_path, monkeypatch,
+                                                                   caplog):
+    # Above N = 30,720 colbert-ai samples part of the collection, so sample and chunk groups hold other
+    # passages; a smaller sample makes that so at 301 passages (176 sampled). index_bsize 4: groups of
+    # 200, and the last chunk group ends in a batch of one row, which must be encoded as upstream does.
+    import colbert.indexing.sampling as sampling
+
+    monkeypatch.setattr(sampling, "TYPICAL_DOCLEN", 0.4)
+    passages = vaswani_passages(301)
+    with caplog.at_level(logging.INFO, logger="colbert.indexing.collection_indexer"):
+        once = build_index(colbert_checkpoint, passages, tmp_path / "once", index_bsize=4)
+    reused = [int(m.group(1).replace(",", "")) for r in caplog.records
+              if (m := re.search(r"Chunk \d+: ([\d,]+) of", r.getMessage()))]
+    assert reused and 0 < sum(reused) <= 176
+    monkeypatch.setenv("COLBERT_ENCODE_ONCE", "0")
+    twice = build_index(colbert_checkpoint, passages, tmp_path / "twice", index_bsize=4)
+    assert diff_indexes(once, twice) == []
+
+
+def test_row_reuse_gives_a_chunk_the_embeddings_it_would_encode(colbert_checkpoint):
+    # The encoder itself, float16 rows compared bit for bit: an index can come out equal even when
+    # embeddings differ in their last bits (2-bit residuals), so the index test alone would miss that.
+    from colbert.indexing.collection_encoder import CollectionEncoder
+    from colbert.infra import ColBERTConfig
+    from colbert.modeling.checkpoint import Checkpoint
+
+    config = ColBERTConfig(checkpoint=colbert_checkpoint, doc_maxlen=128, dim=96, index_bsize=4)
+    ckpt = Checkpoint(colbert_checkpoint, colbert_config=config)
+    passages = vaswani_passages(301)  # chunk groups of 200 and 101 passages: widths 128 and 102
+    sampled = [p for p in range(301) if p % 7 in (0, 1, 2, 4)]  # one group, holding the 155-token passage
+    want, want_doclens = CollectionEncoder(config, ckpt).encode_passages(passages, site="chunk0", pids=range(301))
+    encoder = CollectionEncoder(config, ckpt)
+    encoder.enable_reuse(rows=True)
+    sample, doclens = encoder.encode_passages([passages[p] for p in sampled], site="sample", pids=sampled)
+    encoder.keep_sample_for_reuse(sampled, doclens, sample.half())
+    got, got_doclens = encoder.encode_passages(passages, site="chunk0", pids=range(301))
+    assert got_doclens == want_doclens and got.dtype == torch.float16 and torch.equal(got, want)
+    in_first_group = sum(p < 200 for p in sampled)
+    assert encoder.reused == in_first_group < len(sampled)  # the second group's width differs: encoded
 
 
 def test_group_boundaries_and_multiple_groups(colbert_checkpoint, tmp_path):

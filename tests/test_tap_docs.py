@@ -104,12 +104,15 @@ def test_public_classes_document_an_example():
 
 
 def test_runnable_docstring_examples_pass():
-    """The examples that need no model (ArtifactTap, env_flag) run as doctests."""
+    """The examples that need no model (ArtifactTap, env_flag, encode-mode batching) run as doctests."""
     import doctest
 
+    import colbert.indexing.collection_encoder
+    import colbert.indexing.encode_mode
     import colbert.tap.core
     import colbert.utils.env
 
-    for module in (colbert.tap.core, colbert.utils.env):
+    for module in (colbert.tap.core, colbert.utils.env, colbert.indexing.encode_mode,
+                   colbert.indexing.collection_encoder):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, (module.__name__, result)

@@ -97,7 +97,9 @@ def setup(config, collection, encoder, index_path) -> Plan:
     local = local_sample(collection, sampled, rank, nranks, keys=keys)
     # COLBERT_ENCODE_ONCE=0 turns reuse off (to time or check it; the index is the same either way).
     if _reuse_allowed(active_tap()) and env_flag("COLBERT_ENCODE_ONCE", default=True):
-        encoder.enable_reuse()
+        # Single rows only where no tap records the chunks' batches, on the CPU (where the floor of
+        # rows_independent was measured) and without pooling (which mixes a passage's rows).
+        encoder.enable_reuse(rows=active_tap() is None and not encoder.use_gpu and config.pool_factor <= 1)
     _log(config, f"#> Encoding {len(local):,} sampled passages (of {num_passages:,}).")
     embs, doclens = encode_sample(encoder, local, rank, nranks)
     doclens = doclens or []
@@ -192,8 +194,12 @@ def index_chunks(config, collection, encoder, index_path, plan: Plan) -> None:
         if config.resume and all(os.path.exists(p) for p in _chunk_files(index_path, chunk_idx)):
             continue
         _log(config, f"#> Encoding chunk {chunk_idx}: passages {offset:,}..{offset + len(passages) - 1:,}.")
+        reused = encoder.reused
         embs, doclens = encoder.encode_passages(passages, site=f"chunk{chunk_idx}",
                                                 pids=range(offset, offset + len(passages)))
+        if encoder.reused > reused:
+            _log(config, f"#> Chunk {chunk_idx}: {encoder.reused - reused:,} of {len(passages):,} passages "
+                         f"taken from the sample's encoding.")
         embs = tap("embs", embs.half(), chunk=chunk_idx, rank=rank, nranks=nranks)
         doclens = tap("doclens", doclens, chunk=chunk_idx, rank=rank, nranks=nranks, num_embeddings=embs.size(0))
         compressed = codec.compress(embs)

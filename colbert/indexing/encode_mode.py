@@ -53,6 +53,17 @@ def is_exact(config) -> bool:
     return resolve_encode_mode(config) == EXACT
 
 
+def rows_independent(rows: int, width: int) -> bool:
+    """Whether a batch of `rows` x `width` tokens is one whose rows each get the bits they would get in
+    any other such batch of that width (the floor above; exact mode fills its batches up to it, and
+    parity's encode-once reuses a row across batches only when both of its batches pass it).
+
+    >>> rows_independent(1, 512), rows_independent(2, 100), rows_independent(2, 128)
+    (False, False, True)
+    """
+    return rows >= 2 and rows * width >= EXACT_MIN_TOKENS
+
+
 def content_key(passage: str) -> bytes:
     """What orders passages in exact mode, where a pid must not matter: the sha256 of the text."""
     return hashlib.sha256(passage.encode("utf-8")).digest()

@@ -79,11 +79,14 @@ class Checkpoint(ColBERT):
 
     def docFromText(self, docs, bsize=None, keep_dims=True, to_cpu=False, showprogress=False, return_tokens=False,
                     pool_factor=1, protected_tokens=0, clustering_mode: str = "hierarchical", tap_ctx=None,
-                    exact_budget: int | None = None, on_batch=None):
+                    exact_budget: int | None = None, on_batch=None, layout: dict | None = None):
         """Embeddings of `docs`. `exact_budget` (encode mode "exact"): no padding, batches of one length
         up to that many tokens, so each passage's output depends on its text alone; needs `bsize`
         (any value: it then does not change the batches) and keep_dims "flatten" or False. `on_batch(n)`
-        is called after each batch with the number of passages it completed (for a progress bar)."""
+        is called after each batch with the number of passages it completed (for a progress bar).
+        `layout` (a dict, padded batches only) receives the call's padded "width" and, per passage,
+        whether its batch was one whose rows do not depend on each other ("independent",
+        colbert/indexing/encode_mode.py `rows_independent`): what encode-once reuse needs to know."""
         assert keep_dims in [True, False, "flatten"]
         assert exact_budget is None or (bsize and keep_dims is not True), "exact batches: flatten or a list"
         check_bsize(bsize)  # a negative one would make no batches and fail far from here
@@ -94,6 +97,13 @@ class Checkpoint(ColBERT):
 
         text_batches, reverse_indices = self.doc_tokenizer.tensorize(docs, bsize=bsize, tap_ctx=tap_ctx,
                                                                      exact_budget=exact_budget)
+        if layout is not None and exact_budget is None:
+            from colbert.indexing.encode_mode import rows_independent
+
+            width = text_batches[0][0].size(1) if text_batches else 0
+            sizes = [ids_.size(0) for ids_, _ in text_batches]
+            layout["width"] = width
+            layout["independent"] = [rows_independent(sizes[p // bsize], width) for p in reverse_indices.tolist()]
         returned_text = []
         if return_tokens:
             returned_text = [text for batch in text_batches for text in batch[0]]

@@ -54,7 +54,7 @@ def has_exact_mode() -> bool:
 def _read_stages(stage_dir: str) -> dict:
     """Sum of the per-process stage totals that index_worker.py wrote for one run."""
     totals = dict.fromkeys(STAGE_NAMES, 0.0)
-    names = sorted(os.listdir(stage_dir))
+    names = sorted(n for n in os.listdir(stage_dir) if not n.endswith(".rss.json"))
     if not names:
         raise RuntimeError(f"{stage_dir}: index_worker.py wrote no stage times (expected one <pid>.json "
                            "per process that indexed)")
@@ -65,17 +65,29 @@ def _read_stages(stage_dir: str) -> dict:
     return totals
 
 
+def _read_rss_by_stage(stage_dir: str) -> dict:
+    """Largest resident set (MB) seen during each stage, over the run's processes (index_worker.py)."""
+    peaks = {}
+    for name in sorted(os.listdir(stage_dir)):
+        if name.endswith(".rss.json"):
+            with open(os.path.join(stage_dir, name)) as f:
+                for k, v in json.load(f).items():
+                    peaks[k] = max(peaks.get(k, 0.0), v)
+    return peaks
+
+
 def _run_key(args) -> dict:
     return {"n": args.n, "collection": os.path.abspath(args.collection), "config": args.config}
 
 
-def _append_run(path: str, args, side: str, r: int, out: dict, stages: dict, cpu_s: float) -> None:
+def _append_run(path: str, args, side: str, r: int, out: dict, stages: dict, cpu_s: float,
+                rss_by_stage: dict) -> None:
     """One finished run, so that --resume can carry it into a later invocation (a long run at large N
     that was cut off keeps what it measured)."""
     with open(path, "a") as f:
         f.write(json.dumps({**_run_key(args), "side": side, "round": r, "seconds": out["seconds"],
                             "stages": stages, "peak_rss_mb": out["peak_rss_mb"], "cpu_s": cpu_s,
-                            "index_path": out["index_path"],
+                            "index_path": out["index_path"], "rss_by_stage": rss_by_stage,
                             "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}) + "\n")
 
 
@@ -104,6 +116,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-exact", action="store_true", help="leave out the colbert-tap exact side")
     ap.add_argument("--no-parity", action="store_true",
                     help="leave out the colbert-tap parity side (for a long run at large N: colbert-ai and exact)")
+    ap.add_argument("--no-oracle", action="store_true",
+                    help="leave out colbert-ai (a long run at large N of colbert-tap's sides alone): no ratios, "
+                         "no diff against colbert-ai's index")
     ap.add_argument("--resume", action="store_true",
                     help="reuse the runs an earlier invocation with the same --workdir, --n, --collection and "
                          "--config finished (<workdir>/runs.jsonl) instead of running them again")
@@ -121,7 +136,7 @@ def main(argv=None) -> int:
     work = args.workdir or tempfile.mkdtemp(prefix="colbert-tap-bench-")
     ckpt = benchmark_checkpoint(work, args.checkpoint)
     script = os.path.join(REPO, "benchmarks", "index_worker.py")
-    sides = [("colbert-ai 0.2.22", oracle_py, False, {})]
+    sides = [] if args.no_oracle else [("colbert-ai 0.2.22", oracle_py, False, {})]
     if not args.no_parity:
         sides.append(("colbert-tap", ours_py, True, {}))
     if has_exact_mode() and not args.no_exact:
@@ -134,6 +149,7 @@ def main(argv=None) -> int:
     stages = {side: [] for side, *_ in sides}  # per run: {stage: seconds}
     rss = {side: [] for side, *_ in sides}
     cpu = {side: [] for side, *_ in sides}  # user+sys of the run's whole process tree (RUSAGE_CHILDREN delta)
+    rss_stage = {side: [] for side, *_ in sides}  # per run: {stage: peak MB}
     loads = [os.getloadavg()]
     paths = {}
     runs_log = os.path.join(work, "runs.jsonl")
@@ -145,6 +161,7 @@ def main(argv=None) -> int:
                 times[side].append(run["seconds"])
                 stages[side].append(run["stages"])
                 rss[side].append(run["peak_rss_mb"])
+                rss_stage[side].append(run.get("rss_by_stage", {}))
                 cpu[side].append(run["cpu_s"])
                 paths[side] = run["index_path"]
                 console.print(f"round {r + 1}: {side:34s} {run['seconds']:7.1f} s  (from {runs_log}, "
@@ -162,23 +179,25 @@ def main(argv=None) -> int:
             times[side].append(out["seconds"])
             stages[side].append(_read_stages(stage_dir))
             rss[side].append(out["peak_rss_mb"])
+            rss_stage[side].append(_read_rss_by_stage(stage_dir))
             cpu[side].append(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
             paths[side] = out["index_path"]
             loads.append(os.getloadavg())
-            _append_run(runs_log, args, side, r, out, stages[side][-1], cpu[side][-1])
+            _append_run(runs_log, args, side, r, out, stages[side][-1], cpu[side][-1], rss_stage[side][-1])
             console.print(f"round {r + 1}: {side:34s} {out['seconds']:7.1f} s  "
                           f"({args.n / out['seconds']:.1f} passages/s)  process CPU {cpu[side][-1]:.1f} s  "
                           f"peak RSS {rss[side][-1]:.0f} MB  load {loads[-1][0]:.2f}")
             console.print("    " + "  ".join(f"{k} {v:.1f}" for k, v in stages[side][-1].items()))
-    oracle_side = sides[0][0]
+            console.print("    peak RSS MB by stage: " + "  ".join(f"{k} {v:.0f}" for k, v in rss_stage[side][-1].items()))
+    oracle_side = None if args.no_oracle else sides[0][0]
     problems, diffs = [], {}
-    for side, *_ in sides[1:]:
+    for side, *_ in sides[1:] if oracle_side else ():
         found = diff_indexes(paths[side], paths[oracle_side])
         diffs[side] = len(found)
         if side != EXACT:  # exact mode is allowed to differ; only its count is reported
             problems += [f"{side} vs {oracle_side}: {p}" for p in found]
     identical = "yes" if not problems else f"NO ({len(problems)} differences)"
-    with open(os.path.join(paths[oracle_side], "metadata.json")) as f:
+    with open(os.path.join(paths[oracle_side or sides[0][0]], "metadata.json")) as f:
         meta = json.load(f)
     avg_doclen = meta["avg_doclen"]
     load1 = [l[0] for l in loads]
@@ -190,7 +209,7 @@ def main(argv=None) -> int:
     for side, ts in times.items():
         table.add_row(side, ", ".join(f"{t:.1f}" for t in ts), f"{med[side]:.1f}", f"{args.n / med[side]:.2f}")
     console.print(table)
-    ratio = med[oracle_side] / med["colbert-tap"] if "colbert-tap" in med else None
+    ratio = med[oracle_side] / med["colbert-tap"] if "colbert-tap" in med and oracle_side else None
     if ratio is not None:
         console.print(f"ratio (colbert-tap passages/s / colbert-ai passages/s): [bold]{ratio:.2f}[/bold]; "
                       f"all indexes bit-identical to colbert-ai's (diff_indexes): {identical}")
@@ -205,7 +224,10 @@ def main(argv=None) -> int:
     import torch
 
     console.print(f"peak RSS (MB, median): " + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in rss.items()))
-    if EXACT in times:
+    for side, runs in rss_stage.items():
+        console.print(f"peak RSS MB by stage, {side} (largest over runs): " + "  ".join(
+            f"{k} {max(r.get(k, 0.0) for r in runs):.0f}" for k in sorted({k for r in runs for k in r})))
+    if EXACT in times and oracle_side:
         console.print(f"ratio exact / colbert-ai: {med[oracle_side] / med[EXACT]:.2f} "
                       f"(diff_indexes vs colbert-ai: {diffs[EXACT]} differences)")
     stage_med = {side: {st: statistics.median(r[st] for r in runs) for st in STAGE_NAMES}
@@ -225,7 +247,7 @@ def main(argv=None) -> int:
               f"{args.n / med[side]:.2f} | {', '.join(f'{c:.1f}' for c in cpu[side])} |")
     if ratio is not None:
         print(f"| **ratio** colbert-tap / colbert-ai | | | **{ratio:.2f}** (identical output: {identical}) |")
-    if EXACT in times:
+    if EXACT in times and oracle_side:
         print(f"| **ratio** {EXACT} / colbert-ai | | | **{med[oracle_side] / med[EXACT]:.2f}** "
               f"({diffs[EXACT]} differences from colbert-ai's index) |")
     print("\n| side | passages/s | ratio | peak RSS MB | diff vs colbert-ai | "
@@ -233,10 +255,17 @@ def main(argv=None) -> int:
           + "---:|" * (len(STAGE_NAMES) + 1))
     for side in times:
         other = med[side] - sum(stage_med[side].values())
-        d = "-" if side == oracle_side else ("0 (identical)" if diffs[side] == 0 else f"{diffs[side]} differences")
-        print(f"| {side} | {args.n / med[side]:.2f} | {med[oracle_side] / med[side]:.2f} | "
+        d = "-" if side == oracle_side or not oracle_side else (
+            "0 (identical)" if diffs[side] == 0 else f"{diffs[side]} differences")
+        r_ = f"{med[oracle_side] / med[side]:.2f}" if oracle_side else "-"
+        print(f"| {side} | {args.n / med[side]:.2f} | {r_} | "
               f"{statistics.median(rss[side]):.0f} | {d} | "
               + " | ".join(f"{stage_med[side][st]:.1f}" for st in STAGE_NAMES) + f" | {other:.1f} |")
+    print("\n| side | " + " | ".join(f"peak RSS MB in {st}" for st in (*STAGE_NAMES, "other"))
+          + " |\n|---|" + "---:|" * (len(STAGE_NAMES) + 1))
+    for side, runs in rss_stage.items():
+        print(f"| {side} | " + " | ".join(f"{max(r.get(st, 0.0) for r in runs):.0f}"
+                                          for st in (*STAGE_NAMES, "other")) + " |")
     print("\nStage times are medians over runs, exclusive (a timed call nested in another counts once); "
           "colbert-ai compresses and writes in a saver thread that overlaps encoding, so its stages may "
           "sum to more than the wall time (other < 0). other = model load, sampling, tokenizer setup, "

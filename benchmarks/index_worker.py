@@ -11,7 +11,9 @@ process writes its totals to COLBERT_BENCH_STAGES_DIR/<pid>.json at exit.
 
 Usage: index_worker.py CHECKPOINT COLLECTION_TSV N ROOT CONFIG_NAME  (the arguments of index_script.py)
 Prints index_script's JSON line plus "stages" (seconds) and "peak_rss_mb" (the largest resident set
-of this process or any of its waited-for children)."""
+of this process or any of its waited-for children). Each process also samples its resident set every
+0.2 s and writes, to <pid>.rss.json, the largest it saw while each stage ran (the stage entered last
+and not yet left, on any thread; "other" outside them): where a peak is, not only how high."""
 
 import atexit
 import functools
@@ -26,6 +28,26 @@ STAGES = ("encode", "k-means", "residual statistics", "compression", "IVF", "wri
 _totals = {s: 0.0 for s in STAGES}
 _local = threading.local()
 _lock = threading.Lock()
+_active = []  # stages entered and not yet left, on any thread, in the order entered
+_rss_peak = {}  # stage (or "other") -> largest resident set (MB) sampled while it was the last entered
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _sample_rss(interval: float = 0.2) -> None:
+    while True:
+        with _lock:
+            label = _active[-1] if _active else "other"
+        try:
+            mb = _rss_mb()
+        except OSError:  # no /proc (not Linux): no per-stage figures
+            return
+        with _lock:
+            _rss_peak[label] = max(_rss_peak.get(label, 0.0), mb)
+        time.sleep(interval)
 
 
 def _timed(stage, fn):
@@ -35,6 +57,8 @@ def _timed(stage, fn):
         if stack is None:
             stack = _local.stack = []
         stack.append(0.0)  # time spent in timed calls nested in this one
+        with _lock:
+            _active.append(stage)
         t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)
@@ -43,6 +67,7 @@ def _timed(stage, fn):
             nested = stack.pop()
             with _lock:
                 _totals[stage] += elapsed - nested
+                del _active[len(_active) - 1 - _active[::-1].index(stage)]
             if stack:
                 stack[-1] += elapsed
     wrapper.__bench_wrapped__ = True
@@ -88,6 +113,7 @@ def _install():
                             ("_build_ivf", "IVF")):
             _wrap(ci.CollectionIndexer, name, stage)
     _wrap(ResidualCodec, "compress", "compression")
+    threading.Thread(target=_sample_rss, daemon=True, name="bench-rss").start()
 
 
 def _dump():
@@ -95,6 +121,8 @@ def _dump():
     if out_dir and any(_totals.values()):
         with open(os.path.join(out_dir, f"{os.getpid()}.json"), "w") as f:
             json.dump(_totals, f)
+        with _lock, open(os.path.join(out_dir, f"{os.getpid()}.rss.json"), "w") as f:
+            json.dump(_rss_peak, f)
 
 
 if os.environ.get("COLBERT_BENCH_STAGES_DIR"):

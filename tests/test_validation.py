@@ -434,3 +434,11 @@ def test_bad_index_name(existing, colbert_checkpoint, no_model, name):
             Indexer(checkpoint=colbert_checkpoint).index(name=name, collection=tsv, overwrite=True)
     assert sorted(os.listdir(os.path.join(root, "tests", "indexes"))) == ["old"]
     assert_untouched(existing)
+
+
+def test_release_freed_memory_runs_on_glibc():
+    import platform
+
+    from colbert.utils.memory import release_freed_memory
+
+    assert release_freed_memory() is (platform.libc_ver()[0] == "glibc")

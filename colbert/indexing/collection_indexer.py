@@ -28,6 +28,7 @@ from colbert.modeling.checkpoint import Checkpoint
 from colbert.tap import active_tap, tap
 from colbert.utils.env import env_flag
 from colbert.utils.io import atomic_torch_save, write_json_compact, write_json_pretty
+from colbert.utils.memory import release_freed_memory
 from colbert.utils.torch_load import safe_load
 
 
@@ -69,6 +70,7 @@ def index_collection(config, collection, progress=None) -> str:
         if config.rank == 0 and not _can_resume_codec(config, index_path):
             train(config, plan, encoder.sample, index_path)
         encoder.sample = None
+        release_freed_memory()
         barrier()
         index_chunks(config, collection, encoder, index_path, plan)
         barrier()
@@ -117,6 +119,7 @@ def setup(config, collection, encoder, index_path) -> Plan:
 
     local_sample_fp16 = embs.half() if embs is not None else torch.zeros(0, config.dim, dtype=torch.float16)
     del embs
+    release_freed_memory()  # the encoder's and the float32 sample's memory, before k-means allocates its own
     if nranks > 1:
         atomic_torch_save(local_sample_fp16, os.path.join(index_path, files.rank_sample_file(rank)))
         encoder.sample = None
@@ -211,6 +214,7 @@ def index_chunks(config, collection, encoder, index_path, plan: Plan) -> None:
         write_json_compact(os.path.join(index_path, files.chunk_file(files.CHUNK_METADATA, chunk_idx)), {
             "passage_offset": offset, "num_passages": len(doclens), "num_embeddings": len(codes)})
         del embs, compressed
+        release_freed_memory()
 
 
 def finalize(config, collection, index_path, plan: Plan) -> None:

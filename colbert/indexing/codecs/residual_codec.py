@@ -102,6 +102,9 @@ class ResidualCodec:
             else:
                 scores = self.centroids @ batch.T.to(self.centroids.device).float()
             codes.append(scores.max(dim=0).indices.to(device=out_device))
+            # Before the next block's product exists: else two (K x bsize) float32 blocks are alive at
+            # once, 2 x 2 GB at K = 16,384 (upstream never names the product, so it holds one).
+            del scores
         return torch.cat(codes)
 
     def lookup_centroids(self, codes: torch.Tensor, out_device="cpu") -> torch.Tensor:

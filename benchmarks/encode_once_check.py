@@ -2,12 +2,13 @@
 machine's CPU: the check behind "identical output" where a full index run against colbert-ai is too long.
 
 It draws the sample as an indexing run does (the launcher's seed, then `sample_pids`), encodes the sample
-groups that hold the sampled passages of the first --groups chunk groups, then encodes those chunk groups
+groups that hold the sampled passages of --groups chunk groups of chunk 0 (from --first-group), then encodes
+those chunk groups
 twice, with row reuse and without (upstream's way: every passage again), and compares the float16
 embeddings with torch.equal. Above N = 30,720 the sample is a subset, so the chunk groups mix reused
 rows, rows of another padded width and unsampled rows.
 
-    python benchmarks/encode_once_check.py --collection /tmp/vaswani-31000.tsv --n 31000 --groups 2
+    python benchmarks/encode_once_check.py --collection /tmp/vaswani-31000.tsv --n 31000 --first-group 2 --groups 2
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--collection", default=os.path.join(REPO, "colbert", "data", "vaswani", "collection.tsv"))
     ap.add_argument("--n", type=int, required=True, help="passages (the sample's size depends on it)")
     ap.add_argument("--groups", type=int, default=2, help="chunk groups (index_bsize * 50 passages) to check")
+    ap.add_argument("--first-group", type=int, default=0, help="the first of them (0: chunk 0 from pid 0)")
     ap.add_argument("--config", default="A", choices=["A", "B"], help="tests/parity/index_script.py's configs")
     ap.add_argument("--checkpoint", help="default: the benchmarks' MiniLM checkpoint, made under --workdir")
     ap.add_argument("--workdir", help="default: a temp dir")
@@ -51,14 +53,19 @@ def main(argv=None) -> int:
     config = ColBERTConfig(checkpoint=ckpt_path, **CONFIGS[args.config])
     ckpt = Checkpoint(ckpt_path, colbert_config=config)
     G = config.index_bsize * 50
-    span = min(args.groups * G, len(passages))  # chunk 0 starts at pid 0; its groups are G passages
+    chunksize = min(25_000, 1 + len(passages))  # upstream's chunk size for one rank
+    start = args.first_group * G  # chunk 0 starts at pid 0; its groups are G passages
+    end = min(start + args.groups * G, chunksize, len(passages))
+    if start >= end:
+        ap.error(f"--first-group {args.first_group}: chunk 0 has {-(-min(chunksize, len(passages)) // G)} groups")
 
     set_seed()
     sampled = sorted(sample_pids(len(passages)))
-    last = max((i for i, pid in enumerate(sampled) if pid < span), default=-1)
-    needed = sampled[:(last // G + 1) * G] if last >= 0 else []
-    console.print(f"{len(passages):,} passages, {len(sampled):,} sampled; checking pids 0..{span - 1:,} "
-                  f"({args.groups} chunk group(s) of {G:,}), which needs {len(needed):,} sampled passages encoded.")
+    inside = [i for i, pid in enumerate(sampled) if start <= pid < end]  # positions in the sample
+    needed = sampled[inside[0] // G * G:(inside[-1] // G + 1) * G] if inside else []  # whole sample groups
+    console.print(f"{len(passages):,} passages, {len(sampled):,} sampled; checking pids {start:,}..{end - 1:,} "
+                  f"({args.groups} chunk group(s) of {G:,}), which needs {len(needed):,} sampled passages "
+                  f"(sample groups {inside[0] // G if inside else '-'}..{inside[-1] // G if inside else '-'}) encoded.")
 
     encoder = CollectionEncoder(config, ckpt)
     encoder.enable_reuse(rows=True)
@@ -66,16 +73,16 @@ def main(argv=None) -> int:
     sample, doclens = encoder.encode_passages([passages[p] for p in needed], site="sample", pids=needed)
     encoder.keep_sample_for_reuse(needed, doclens, sample.half())
     t1 = time.perf_counter()
-    got, got_doclens = encoder.encode_passages(passages[:span], site="chunk0", pids=range(span))
+    got, got_doclens = encoder.encode_passages(passages[start:end], site="chunk0", pids=range(start, end))
     t2 = time.perf_counter()
-    want, want_doclens = CollectionEncoder(config, ckpt).encode_passages(passages[:span], site="chunk0",
-                                                                         pids=range(span))
+    want, want_doclens = CollectionEncoder(config, ckpt).encode_passages(passages[start:end], site="chunk0",
+                                                                         pids=range(start, end))
     t3 = time.perf_counter()
     equal = got_doclens == want_doclens and got.dtype == want.dtype and torch.equal(got, want)
-    sampled_here = sum(p < span for p in sampled)
+    sampled_here = len(inside)
     console.print(f"sample groups {t1 - t0:.1f} s; chunk groups with reuse {t2 - t1:.1f} s, without {t3 - t2:.1f} s")
     console.print(f"reused {encoder.reused:,} of {sampled_here:,} sampled passages in the checked groups "
-                  f"(the rest had another padded width or a batch below the floor); {span:,} passages, "
+                  f"(the rest had another padded width or a batch below the floor); {end - start:,} passages, "
                   f"{got.size(0):,} embeddings: [bold]{'torch.equal' if equal else 'NOT EQUAL'}[/bold]")
     return 0 if equal else 1
 

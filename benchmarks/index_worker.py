@@ -37,8 +37,8 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
-def _sample_rss(interval: float = 0.2) -> None:
-    while True:
+def _sample_rss(interval: float = 0.2, stop: threading.Event | None = None) -> None:
+    while stop is None or not stop.is_set():
         with _lock:
             label = _active[-1] if _active else "other"
         try:

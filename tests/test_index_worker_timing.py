@@ -47,12 +47,31 @@ def test_wrapping_twice_is_a_no_op(worker):
     assert 0.015 <= worker._totals["encode"] < 0.1  # counted once, not once per wrapper
 
 
-def test_dump_writes_totals(worker, tmp_path, monkeypatch):
-    monkeypatch.setenv("COLBERT_BENCH_STAGES_DIR", str(tmp_path))
-    worker._timed("compression", lambda: time.sleep(0.01))()
-    worker._dump()
-    (f,) = tmp_path.iterdir()
-    assert f.name == f"{os.getpid()}.json"
+def test_dump_writes_totals_and_rss_by_stage(worker, tmp_path, monkeypatch):
     import json
 
-    assert json.loads(f.read_text())["compression"] >= 0.01
+    monkeypatch.setenv("COLBERT_BENCH_STAGES_DIR", str(tmp_path))
+    worker._timed("compression", lambda: time.sleep(0.01))()
+    worker._rss_peak["compression"] = 123.0
+    worker._dump()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{os.getpid()}.json", f"{os.getpid()}.rss.json"]
+    assert json.loads((tmp_path / f"{os.getpid()}.json").read_text())["compression"] >= 0.01
+    assert json.loads((tmp_path / f"{os.getpid()}.rss.json").read_text()) == {"compression": 123.0}
+
+
+def test_rss_is_attributed_to_the_stage_that_runs(worker):
+    import threading
+
+    stop = threading.Event()
+    sampler = threading.Thread(target=worker._sample_rss, kwargs={"interval": 0.005, "stop": stop}, daemon=True)
+    sampler.start()
+    try:
+        time.sleep(0.05)
+        worker._timed("k-means", lambda: time.sleep(0.1))()
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        sampler.join(1)
+    assert set(worker._rss_peak) == {"other", "k-means"}
+    assert all(mb > 1 for mb in worker._rss_peak.values())  # a Python process holds more than 1 MB
+    assert worker._active == []  # the stage was left

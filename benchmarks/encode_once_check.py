@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 
     from common import benchmark_checkpoint  # noqa: E402 (benchmarks/ is this script's folder)
     from index_script import CONFIGS
-    from colbert.indexing.collection import load_tsv
+    from colbert.indexing.collection import Collection, load_tsv
     from colbert.indexing.collection_encoder import CollectionEncoder
     from colbert.indexing.sampling import sample_pids
     from colbert.infra import ColBERTConfig
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     config = ColBERTConfig(checkpoint=ckpt_path, **CONFIGS[args.config])
     ckpt = Checkpoint(ckpt_path, colbert_config=config)
     G = config.index_bsize * 50
-    chunksize = min(25_000, 1 + len(passages))  # upstream's chunk size for one rank
+    chunksize = Collection(data=passages).get_chunksize(nranks=1)
     start = args.first_group * G  # chunk 0 starts at pid 0; its groups are G passages
     end = min(start + args.groups * G, chunksize, len(passages))
     if start >= end:

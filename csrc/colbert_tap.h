@@ -37,6 +37,8 @@ inline torch::Tensor ids_as_long(const torch::Tensor& ids, const char* what, con
 
 torch::Tensor segmented_maxsim(const torch::Tensor& scores, const torch::Tensor& lengths);
 
+torch::Tensor column_argmax(const torch::Tensor& scores);
+
 torch::Tensor segmented_lookup(const torch::Tensor& packed, const torch::Tensor& offsets,
                                const torch::Tensor& lengths, const torch::Tensor& ids);
 

@@ -9,7 +9,7 @@
 namespace py = pybind11;
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "colbert-tap CPU search kernels; see colbert/search/extensions.py";
+  m.doc() = "colbert-tap CPU kernels (search, and the codec's nearest centroid); see colbert/search/extensions.py";
   // Read by the loader to reject an ahead-of-time build that is stale with
   // respect to the sources or was compiled against another torch.
   m.attr("SOURCE_HASH") = COLBERT_TAP_SOURCE_HASH_STR;
@@ -18,6 +18,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("segmented_maxsim", &colbert_tap::segmented_maxsim, py::arg("scores"),
         py::arg("lengths"), nogil);
+  m.def("column_argmax", &colbert_tap::column_argmax, py::arg("scores"), nogil);
   m.def("segmented_lookup", &colbert_tap::segmented_lookup, py::arg("packed"),
         py::arg("offsets"), py::arg("lengths"), py::arg("ids"), nogil);
   m.def("filter_pids", &colbert_tap::filter_pids, py::arg("pids"), py::arg("centroid_scores"),

@@ -13,6 +13,7 @@ import os
 CPU_SOURCES = [
     "cpu_bindings.cpp",
     "segmented_maxsim.cpp",
+    "column_argmax.cpp",
     "segmented_lookup.cpp",
     "filter_pids.cpp",
     "decompress_residuals.cpp",

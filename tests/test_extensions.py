@@ -130,6 +130,89 @@ def test_segmented_maxsim_keeps_nan(native):
 
 
 # ---------------------------------------------------------------------------
+# column_argmax: the codec's nearest centroid, torch.max(dim=0).indices bit for bit
+
+
+def column_cases():
+    # Shapes straddling the kernel's 16,384-column tile; one row; ties, NaNs and infinities placed
+    # where a row sweep could get them wrong (row 0, the last row, a NaN after a larger number).
+    yield "one_row", torch.randn(1, 37, generator=gen(30))
+    yield "no_columns", torch.randn(5, 0)
+    yield "tile_plus_tail", torch.randn(3, 2 * 16384 + 5, generator=gen(31))
+    yield "codec_like", torch.nn.functional.normalize(torch.randn(300, 64, generator=gen(32)), dim=1) @ \
+        torch.nn.functional.normalize(torch.randn(5000, 64, generator=gen(33)), dim=1).T
+    ties = torch.randint(0, 3, (40, 999), generator=gen(34)).float()  # many exact ties per column
+    ties[:, 0] = 2.0  # every row ties
+    yield "ties", ties
+    dup = torch.randn(64, 1000, generator=gen(35))
+    dup[50] = dup[7]  # a duplicated centroid: the earlier row must win
+    yield "duplicate_row", dup
+    odd = torch.randn(6, 9, generator=gen(36))
+    nan = float("nan")
+    odd[0, 0] = nan                     # NaN in row 0 stays
+    odd[2, 1], odd[4, 1] = nan, nan     # the first of two NaNs
+    odd[1, 2], odd[3, 2] = 100.0, nan   # a NaN after the maximum still wins
+    odd[:, 3] = float("-inf")           # all -inf: row 0
+    odd[2, 4], odd[5, 4] = float("inf"), float("inf")
+    odd[:, 5] = nan                     # all NaN: row 0
+    odd[5, 6] = nan                     # NaN in the last row
+    yield "nan_inf", odd
+
+
+COLUMN_CASES = list(column_cases())
+
+
+@pytest.mark.parametrize("name,scores", COLUMN_CASES, ids=[c[0] for c in COLUMN_CASES])
+def test_column_argmax_is_torch_max_indices(impl, name, scores):
+    got = impl.column_argmax(scores)
+    assert got.dtype == torch.int64 and got.shape == (scores.size(1),)
+    assert torch.equal(got, scores.max(dim=0).indices)
+
+
+def test_column_argmax_first_of_ties_and_nans(native):
+    scores = torch.tensor([[1.0, 0.0, 5.0], [3.0, float("nan"), 5.0], [3.0, float("nan"), float("nan")]])
+    assert native.column_argmax(scores).tolist() == [1, 1, 2]
+
+
+def test_column_argmax_noncontiguous_and_thread_count(native):
+    scores = torch.randn(20000, 48, generator=gen(37)).t()  # a transposed view, 48 rows
+    expected = scores.contiguous().max(dim=0).indices
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            assert torch.equal(native.column_argmax(scores), expected)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_column_argmax_rejects_what_it_cannot_take(native):
+    with pytest.raises(RuntimeError, match="float32"):
+        native.column_argmax(torch.randn(3, 4, dtype=torch.float64))
+    # the public function sends other dtypes to torch, as upstream's op takes them
+    half = torch.randn(7, 11).half()
+    assert torch.equal(extensions.column_argmax(half), half.max(dim=0).indices)
+
+
+def test_codec_codes_are_the_same_with_and_without_the_kernel(monkeypatch):
+    from colbert.indexing.codecs.residual_codec import ResidualCodec
+    from colbert.infra.config import ColBERTConfig
+
+    centroids = torch.nn.functional.normalize(torch.randn(512, 32, generator=gen(38)), dim=1)
+    embs = torch.nn.functional.normalize(torch.randn(9000, 32, generator=gen(39)), dim=1).half()
+    codec = ResidualCodec(ColBERTConfig(dim=32, nbits=2), centroids=centroids)
+    native_codes = codec.compress_into_codes(embs)
+    monkeypatch.setenv("COLBERT_EXTENSIONS", "off")
+    extensions._reset()
+    try:
+        torch_codes = codec.compress_into_codes(embs)
+    finally:
+        monkeypatch.delenv("COLBERT_EXTENSIONS")
+        extensions._reset()
+    assert torch.equal(native_codes, torch_codes)
+
+
+# ---------------------------------------------------------------------------
 # segmented_lookup
 
 
@@ -364,6 +447,8 @@ def bad_calls():
     yield "maxsim_sum_over", "segmented_maxsim", (scores, torch.tensor([2, 9]))
     yield "maxsim_negative", "segmented_maxsim", (scores, torch.tensor([7, -2]))
     yield "maxsim_1d", "segmented_maxsim", (scores[:, 0], lengths)
+    yield "argmax_1d", "column_argmax", (scores[:, 0],)
+    yield "argmax_no_rows", "column_argmax", (torch.randn(0, 4),)
     yield "lookup_float_ids", "segmented_lookup", (packed, offsets, lengths, ids.float())
     yield "lookup_id_range", "segmented_lookup", (packed, offsets, lengths, torch.tensor([2]))
     yield "lookup_negative_id", "segmented_lookup", (packed, offsets, lengths, torch.tensor([-1]))
@@ -475,6 +560,8 @@ def test_public_functions_use_native_path(native):
                        reference.filter_pids(pids, S, codes, doclens, offsets, keep, 128))
     with pytest.raises(RuntimeError):
         extensions.segmented_maxsim(torch.ones(3, 2), torch.tensor([1, 1]))
+    with pytest.raises(RuntimeError, match="column_argmax"):  # the kernel's message, not torch's
+        extensions.column_argmax(torch.randn(0, 3))
 
 
 def test_build_failure_falls_back_with_one_warning(monkeypatch, tmp_path):

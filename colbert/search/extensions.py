@@ -11,6 +11,13 @@ may be given as N segment starts or as the N+1 boundaries of a cumulative sum):
       same way), so the CPU Searcher's exact scores, which come from here,
       equal colbert-ai's bit for bit.  A NaN similarity makes its score NaN.
 
+  column_argmax(scores) -> int64 [n]
+      scores float32 [K, n] (centroids @ embeddings.T): the row of each
+      column's maximum, equal to scores.max(dim=0).indices on the CPU (first
+      maximum wins; a column with NaNs gets its first NaN).  The residual
+      codec's nearest centroid (ResidualCodec.compress_into_codes, CPU),
+      about 15x faster than torch's strided reduction at K = 8,192.
+
   segmented_lookup(packed, offsets, lengths, ids) -> [sum(lengths[ids]), *packed.shape[1:]]
       Concatenation, in the order of ids, of rows offsets[i] .. offsets[i]+lengths[i]-1
       of packed (any dtype; u8/i32/i64/f32/f16 are what the index uses).
@@ -348,6 +355,13 @@ def segmented_maxsim(scores, lengths):
     if module is None:
         return reference.segmented_maxsim(scores, lengths)
     return module.segmented_maxsim(scores, lengths)
+
+
+def column_argmax(scores):
+    module = _module("cpu") if _all_cpu(scores) and scores.dtype == torch.float32 else None
+    if module is None:
+        return reference.column_argmax(scores)
+    return module.column_argmax(scores)
 
 
 def segmented_lookup(packed, offsets, lengths, ids):

@@ -106,6 +106,16 @@ def segmented_maxsim(scores, lengths):
     return per_token.sum(-1)
 
 
+def column_argmax(scores):
+    """scores [K, n] -> int64 [n]: the row of each column's maximum, as upstream's
+    codec takes it (scores.max(dim=0).indices: the first maximum; the first NaN
+    if a column has one).  Any dtype and device, as upstream's op."""
+    _check_tensor(scores, "scores", 2)
+    if scores.size(0) == 0:
+        raise ValueError("column_argmax: scores has no rows (no centroids) to take a maximum over")
+    return scores.max(dim=0).indices
+
+
 def segmented_lookup(packed, offsets, lengths, ids):
     """Rows offsets[i] .. offsets[i]+lengths[i]-1 of `packed` for each i in
     `ids`, concatenated in the order of `ids` -> [sum(lengths[ids]), *packed.shape[1:]]."""

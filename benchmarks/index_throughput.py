@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import sys
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
     runs_log = os.path.join(work, "runs.jsonl")
     done = _finished_runs(runs_log, args) if args.resume else {}
     for r in range(args.rounds):
-        for i, (side, python, ours, extra_env) in enumerate(sides):
+        for side, python, ours, extra_env in sides:
             if (side, r) in done:  # --resume: a run an earlier invocation finished
                 run = done[side, r]
                 times[side].append(run["seconds"])
@@ -167,7 +168,9 @@ def main(argv=None) -> int:
                 console.print(f"round {r + 1}: {side:34s} {run['seconds']:7.1f} s  (from {runs_log}, "
                               f"finished {run['finished']})")
                 continue
-            root = os.path.join(work, f"side{i}")
+            # Named by side, not by position: with --resume and another set of sides, a position would
+            # point a new run at an earlier side's index and overwrite it.
+            root = os.path.join(work, re.sub(r"[^a-z0-9]+", "-", side.lower()).strip("-"))
             os.makedirs(root, exist_ok=True)
             stage_dir = tempfile.mkdtemp(prefix="stages-", dir=work)
             env = {**extra_env, "COLBERT_BENCH_STAGES_DIR": stage_dir}
